@@ -1,0 +1,1 @@
+//! pgtide configuration.

@@ -1,0 +1,2 @@
+//! pgtide's pool core.
+#![forbid(unsafe_code)]

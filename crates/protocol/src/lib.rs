@@ -1,0 +1,2 @@
+//! PostgreSQL wire protocol v3, sans-IO.
+#![forbid(unsafe_code)]
