@@ -206,13 +206,10 @@ fn to_problem(original: &Figment, error: &figment::Error, path: &[String]) -> Pr
 fn describe_source(metadata: &Metadata, path: &[String]) -> String {
     match &metadata.source {
         Some(figment::Source::File(file)) => format!("{}", file.display()),
-        _ if metadata.name.contains("environment") => {
-            let keys: Vec<&str> = path.iter().map(String::as_str).collect();
-            format!(
-                "environment variable {}",
-                metadata.interpolate(&Profile::Default, &keys)
-            )
-        }
+        _ if metadata.name.contains("environment") => format!(
+            "environment variable {ENV_PREFIX}{}",
+            path.join("__").to_ascii_uppercase()
+        ),
         _ => metadata.name.to_string(),
     }
 }
