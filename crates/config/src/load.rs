@@ -111,7 +111,11 @@ impl Loader {
         let (config, mut problems) = extract_all(&figment);
         let mut config = config.unwrap_or_default();
         resolve_paths(&mut config, &self.base_dir());
-        problems.extend(validate(&config));
+        problems.extend(validate(&config).into_iter().map(|mut p| {
+            let path: Vec<String> = p.path.split('.').map(str::to_owned).collect();
+            p.source = source_of(&figment, &path);
+            p
+        }));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -190,17 +194,22 @@ fn to_problem(original: &Figment, error: &figment::Error, path: &[String]) -> Pr
     } else {
         error.kind.to_string()
     };
-    let metadata = error
-        .metadata
-        .as_ref()
-        .filter(|m| m.name != "Serialized")
-        .or_else(|| original.find_metadata(&key));
-    let source = metadata.map(|m| describe_source(m, path));
+    // Retry rounds extract from a rebuilt tree whose metadata names a Rust type; the original
+    // layers know where the key really came from.
+    let source = source_of(original, path);
     Problem {
         path: key,
         message,
         source,
     }
+}
+
+/// Where the value at `path` came from, per the original layers.
+fn source_of(original: &Figment, path: &[String]) -> Option<String> {
+    original
+        .find_metadata(&path.join("."))
+        .filter(|m| !m.name.contains("Serialized") && !m.name.contains("BTreeMap"))
+        .map(|m| describe_source(m, path))
 }
 
 fn describe_source(metadata: &Metadata, path: &[String]) -> String {

@@ -14,6 +14,7 @@ use crate::secret::Secret;
 pub enum AuthType {
     /// SCRAM-SHA-256 (PostgreSQL's default since 14).
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// md5 challenge-response (legacy drivers).
     Md5,

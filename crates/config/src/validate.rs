@@ -119,7 +119,13 @@ fn general(config: &Config, out: &mut Vec<Problem>) {
         }
     }
     for directive in config.log.level.split(',').map(str::trim) {
-        let level = directive.rsplit('=').next().unwrap_or("");
+        let Some((_, level)) = directive.rsplit_once('=') else {
+            // A bare word is a level or a target (which enables all its levels).
+            if directive.is_empty() {
+                out.push(Problem::new("log.level", "must not be empty"));
+            }
+            continue;
+        };
         if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
             out.push(Problem::new(
                 "log.level",

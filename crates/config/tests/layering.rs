@@ -1,4 +1,5 @@
 //! The layering order: defaults < file < environment < command line, proven key by key.
+#![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Every validation error kind, all reported at once, with key paths and sources.
+#![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 
 use figment::Jail;
 use pgtide_config::{diff, needs_restart, Apply, ConfigError, Loader};
@@ -44,7 +45,7 @@ password = 42
 max_size = "many"
 
 [log]
-level = "loud"
+level = "app=loud"
 "#,
         );
         let all = p.join("\n");
@@ -61,7 +62,7 @@ level = "loud"
             "databases.app.port: must be 1-65535",
             "databases.app.password: invalid value (not shown: it is a secret)",
             "databases.app.max_size",
-            "log.level: invalid directive \"loud\"",
+            "log.level: invalid directive \"app=loud\"",
         ] {
             assert!(has(&p, needle), "missing {needle:?} in:\n{all}");
         }

@@ -1,2 +1,34 @@
-//! pgtide's pool core.
+//! pgtide's pool core: client sessions, server connections, pools, failure classes. The hot
+//! path lives here.
+//!
+//! # Layout
+//! - `proxy` — listener, accept loop, reload, graceful shutdown ([`Proxy`]).
+//! - `client` — login (startup, auth, initial parameters) and the forwarding session loop.
+//! - `auth` — client authentication against the auth file ([`Authenticator`]).
+//! - `server` — opening and authenticating server connections; session parameter tracking.
+//! - `pool` — one (database, user) pool: FIFO-fair checkout, live resize, idle sweep.
+//! - `shared` — process-wide state (config, users, pools, cancel keys); no globals.
+//! - `cancel` — pgtide's own BackendKeyData and CancelRequest forwarding.
+//! - `stats` — lock-free per-pool counters (the adaptive controller's signals).
+//! - `failure`, `error` — the failure classes and the typed errors that carry them.
+//! - `io` — whole-frame reads for the startup/auth phases.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cancel;
+mod client;
+pub mod error;
+pub mod failure;
+mod io;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+pub mod shared;
+pub mod stats;
+
+pub use auth::Authenticator;
+pub use error::{AcquireError, ServerError};
+pub use failure::FailureClass;
+pub use pool::{Pool, PoolKey};
+pub use proxy::{Proxy, ProxyError, ProxyHandle};
+pub use shared::Shared;

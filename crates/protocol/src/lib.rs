@@ -16,6 +16,7 @@
 //! - [`frontend`]: decoders of client→server messages ([`FrontendMessage`]).
 //! - [`error_fields`]: ErrorResponse/NoticeResponse fields ([`ErrorFields`], [`Severity`]).
 //! - [`encode`]: encoders, split into [`encode::to_client`] and [`encode::to_server`].
+//! - [`stream`]: [`stream::StreamScanner`], frame boundaries across arbitrary read chunks.
 //! - [`tag`]: message type bytes, per direction.
 //! - [`sqlstate`]: SQLSTATE codes as data ([`SqlState`]).
 //! - [`md5`]: md5 password hashing and verification.
@@ -85,6 +86,7 @@ pub mod md5;
 pub mod scram;
 pub mod sqlstate;
 pub mod startup;
+pub mod stream;
 pub mod tag;
 
 mod read;

@@ -1,0 +1,237 @@
+//! From accept to the first ReadyForQuery: startup packet (SSL/GSS negotiation, cancel
+//! requests), client limit, database lookup, authentication, and the session's initial
+//! parameters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgtide_protocol::startup::{StartupMessage, MAX_STARTUP_PACKET_LEN};
+use pgtide_protocol::{encode, parse_startup, Severity, SqlState, StartupPacket, TransactionStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::reply::fatal;
+use super::session::Session;
+use crate::failure::FailureClass;
+use crate::server::ParamSet;
+use crate::shared::Shared;
+
+/// A client that has not finished its startup packet in this long is dropped (slowloris).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Startup parameters that are not session settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+/// Decrements the client count when the session ends, however it ends.
+struct ClientSlot<'a>(&'a Shared);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one client connection until it ends.
+pub async fn handle_client(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let _slot = {
+        let n = shared.clients.fetch_add(1, Relaxed) + 1;
+        let slot = ClientSlot(&shared);
+        let max = shared.config().pgtide.max_client_conn as usize;
+        if n > max {
+            tracing::warn!(client = %peer, class = %FailureClass::ClientLimit, max_client_conn = max, "client refused");
+            fatal(
+                &mut stream,
+                SqlState::TOO_MANY_CONNECTIONS,
+                &format!("no more connections allowed: pgtide's max_client_conn ({max}) reached"),
+                Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
+            )
+            .await;
+            return;
+        }
+        slot
+    };
+    let mut inbuf = BytesMut::new();
+    let startup = match tokio::time::timeout(
+        STARTUP_TIMEOUT,
+        read_startup(&shared, &mut stream, &mut inbuf),
+    )
+    .await
+    {
+        Ok(Some(startup)) => startup,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::info!(client = %peer, class = %FailureClass::ProtocolViolation, "startup packet not received in time");
+            return;
+        }
+    };
+    let Some(user) = startup.user().map(str::to_owned) else {
+        fatal(
+            &mut stream,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "no PostgreSQL user name specified in startup packet",
+            None,
+        )
+        .await;
+        return;
+    };
+    let database = startup.database_or_user().unwrap_or(&user).to_owned();
+    if startup
+        .param("replication")
+        .is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0"))
+    {
+        fatal(
+            &mut stream,
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by pgtide",
+            Some("Connect replication clients to the server directly."),
+        )
+        .await;
+        return;
+    }
+    let config = shared.config();
+    if !config.databases.contains_key(&database) {
+        tracing::info!(client = %peer, %database, %user, "unknown database");
+        fatal(
+            &mut stream,
+            SqlState::INVALID_CATALOG_NAME,
+            &format!("database \"{database}\" does not exist"),
+            Some("pgtide serves only the databases listed under [databases] in its config."),
+        )
+        .await;
+        return;
+    }
+    let auth = shared.auth();
+    if let Err(e) = auth.authenticate(&mut stream, &mut inbuf, &user).await {
+        tracing::info!(client = %peer, %database, %user, class = %FailureClass::ClientAuthFailed, error = %e, "client authentication failed");
+        fatal(&mut stream, e.sqlstate(), &e.to_string(), None).await;
+        return;
+    }
+    let Some(pool) = shared.pool_for(&database, &user) else {
+        fatal(
+            &mut stream,
+            SqlState::INVALID_CATALOG_NAME,
+            &format!("database \"{database}\" does not exist"),
+            None,
+        )
+        .await;
+        return;
+    };
+    let mut params = match pool.welcome_params().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(client = %peer, pool = %pool.name(), class = %e.class(), error = %e, "cannot serve client: no server connection");
+            fatal(&mut stream, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
+            return;
+        }
+    };
+    apply_client_settings(&mut params, &startup);
+    let registration = shared.cancels.register();
+    let mut out = BytesMut::with_capacity(512);
+    encode::auth_ok(&mut out);
+    for (name, value) in params.iter() {
+        encode::parameter_status(&mut out, name, value);
+    }
+    encode::backend_key_data(&mut out, registration.key());
+    encode::ready_for_query(&mut out, TransactionStatus::Idle);
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    drop(out);
+    if !inbuf.is_empty() {
+        // Bytes after the password message (a pipelining client): nothing legitimate is sent
+        // before ReadyForQuery, so refuse rather than guess.
+        fatal(
+            &mut stream,
+            SqlState::PROTOCOL_VIOLATION,
+            "unexpected data before ReadyForQuery",
+            None,
+        )
+        .await;
+        return;
+    }
+    let max_message = config.pgtide.max_message_size as usize;
+    let mode = pool.settings().mode;
+    drop(config);
+    Session::new(
+        pool,
+        mode,
+        stream,
+        peer,
+        params,
+        registration,
+        max_message,
+        shutdown,
+    )
+    .run()
+    .await;
+}
+
+/// Reads the startup packet, answering SSL and GSS requests and serving cancel requests.
+/// `None` means the connection is done (cancel served, bad packet answered, client gone).
+async fn read_startup(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    inbuf: &mut BytesMut,
+) -> Option<StartupMessage> {
+    loop {
+        match parse_startup(inbuf, MAX_STARTUP_PACKET_LEN) {
+            Ok(Some(StartupPacket::Startup(msg))) => return Some(msg),
+            Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+                // Client TLS is not offered yet ([pgtide.tls] lands with the TLS work); 'N'
+                // tells libpq to continue in plain text or give up per its sslmode.
+                let mut out = BytesMut::with_capacity(1);
+                encode::encryption_response(&mut out, false);
+                stream.write_all(&out).await.ok()?;
+            }
+            Ok(Some(StartupPacket::Cancel(key))) => {
+                shared.cancels.cancel(key).await;
+                return None;
+            }
+            Ok(None) => {
+                inbuf.reserve(512);
+                if stream.read_buf(inbuf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "bad startup packet");
+                let mut out = BytesMut::new();
+                encode::protocol_error_response(&mut out, Severity::Fatal, &e);
+                let _ = stream.write_all(&out).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// The client's startup settings (and `-c name=value` in `options`) on top of the server's.
+fn apply_client_settings(params: &mut ParamSet, startup: &StartupMessage) {
+    for (name, value) in &startup.params {
+        if NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        params.set(name, value);
+    }
+    if let Some(options) = startup.param("options") {
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let setting = match word {
+                "-c" => words.next(),
+                w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
+            };
+            if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+                params.set(&name.replace('-', "_"), value);
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The forwarding loop of one client.
+//!
+//! Bytes are forwarded as read — one write per read, never per message — while a
+//! [`StreamScanner`] per direction tracks message boundaries. The session counts the client's
+//! sync points (Query, Sync, FunctionCall) against the server's ReadyForQuery messages, and in
+//! transaction and statement mode gives the server back exactly when every sync point has been
+//! answered, the last ReadyForQuery said 'I', no extended-protocol message is waiting for a
+//! Sync, and both streams sit at a message boundary. Anything less (a client vanishing
+//! mid-transaction, a broken stream) closes the server instead: it is never returned in an
+//! unknown state.
+//!
+//! While a client is idle it holds no buffers: they are allocated when its bytes arrive and
+//! dropped when its transaction ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgtide_config::PoolMode;
+use pgtide_protocol::frame::MAX_FRAME_LEN;
+use pgtide_protocol::stream::StreamScanner;
+use pgtide_protocol::{encode, tag, take_frame, BackendMessage, ProtocolError, SqlState, TransactionStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::reply::fatal;
+use crate::cancel::CancelRegistration;
+use crate::failure::FailureClass;
+use crate::pool::{Checkout, Pool};
+use crate::server::{ParamSet, ServerConn};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Settings PostgreSQL 15 reports with ParameterStatus whenever they change.
+const REPORTED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "IntervalStyle",
+    "is_superuser",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "TimeZone",
+];
+
+/// Where the client and its server stand with respect to the transaction protocol.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Sync points sent to the server and not yet answered by ReadyForQuery.
+    pending: u32,
+    /// Parse/Bind/Execute/Describe/Close sent since the last sync point.
+    unsynced: bool,
+    /// The last ReadyForQuery's status.
+    status: TransactionStatus,
+    /// The last server frame seen was ReadyForQuery.
+    at_ready: bool,
+    /// The client sent Terminate.
+    terminated: bool,
+    /// An ErrorResponse from the server said it is shutting down.
+    server_shutting_down: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            pending: 0,
+            unsynced: false,
+            status: TransactionStatus::Idle,
+            at_ready: true,
+            terminated: false,
+            server_shutting_down: false,
+        }
+    }
+
+    /// The server can serve another client now.
+    fn server_idle(&self) -> bool {
+        self.pending == 0 && !self.unsynced && self.at_ready && self.status == TransactionStatus::Idle
+    }
+}
+
+/// How a bound period ended.
+enum Unbind {
+    /// The transaction is over; release the server and wait for the client's next one.
+    Released,
+    /// The client left (or broke); release the server when `reusable`, else close it.
+    ClientGone { reusable: bool },
+    /// The server broke; tell the client and close.
+    ServerGone { class: FailureClass, error: String },
+    /// The client broke the protocol; tell it and close.
+    ClientViolation { code: SqlState, message: String },
+}
+
+/// One client's session after login.
+pub struct Session {
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    client: TcpStream,
+    peer: SocketAddr,
+    /// The settings this client's session has, re-applied on each server it lands on.
+    params: ParamSet,
+    cancel: CancelRegistration,
+    client_scan: StreamScanner,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        pool: Arc<Pool>,
+        mode: PoolMode,
+        client: TcpStream,
+        peer: SocketAddr,
+        params: ParamSet,
+        cancel: CancelRegistration,
+        max_message: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            pool,
+            mode,
+            client,
+            peer,
+            params,
+            cancel,
+            client_scan: StreamScanner::new(max_message),
+            shutdown,
+        }
+    }
+
+    /// Runs until the client leaves or the session has to end.
+    pub(super) async fn run(mut self) {
+        loop {
+            // Idle: no server, no buffers.
+            let mut cbuf = BytesMut::new();
+            let mut progress = Progress::new();
+            tokio::select! {
+                r = self.client.readable() => if r.is_err() { return },
+                _ = self.shutdown.changed() => {
+                    fatal(&mut self.client, SqlState::ADMIN_SHUTDOWN, "pgtide is shutting down", Some("Reconnect to another pgtide instance or retry shortly.")).await;
+                    return;
+                }
+            }
+            cbuf.reserve(READ_CHUNK);
+            match self.client.try_read_buf(&mut cbuf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+            if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
+                return self.protocol_violation(e).await;
+            }
+            if cbuf.is_empty() {
+                // Only Terminate (or nothing complete yet that needs a server).
+                if progress.terminated {
+                    return;
+                }
+                continue;
+            }
+            let mut checkout = match self.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, class = %e.class(), error = %e, "no server for client");
+                    fatal(&mut self.client, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
+                    return;
+                }
+            };
+            let server = checkout.conn();
+            self.cancel.slot.set(Some((server.addr, server.cancel_key)));
+            let outcome = match self.sync_params(server).await {
+                Ok(()) => self.bound(checkout.conn(), cbuf, &mut progress).await,
+                Err(e) => Unbind::ServerGone {
+                    class: FailureClass::ServerConnLost,
+                    error: e,
+                },
+            };
+            self.cancel.slot.set(None);
+            match outcome {
+                Unbind::Released => self.pool.release(checkout, true),
+                Unbind::ClientGone { reusable } => {
+                    self.finish(checkout, reusable).await;
+                    return;
+                }
+                Unbind::ServerGone { class, error } => {
+                    let class = if progress.server_shutting_down { FailureClass::ServerShutdown } else { class };
+                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %checkout.conn().addr, %class, error = %error, "server connection lost mid-session");
+                    drop(checkout);
+                    fatal(
+                        &mut self.client,
+                        SqlState::CONNECTION_FAILURE,
+                        &format!("pgtide [{class}]: server connection lost: {error}"),
+                        Some("The statement may or may not have run; pgtide does not retry it. Reconnect and check."),
+                    )
+                    .await;
+                    return;
+                }
+                Unbind::ClientViolation { code, message } => {
+                    drop(checkout);
+                    tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, %message, "client protocol violation");
+                    fatal(&mut self.client, code, &message, None).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Forwards between the client and `server` until the server can be released.
+    async fn bound(&mut self, server: &mut ServerConn, mut cbuf: BytesMut, p: &mut Progress) -> Unbind {
+        if !cbuf.is_empty() {
+            if let Err(e) = server.stream.write_all(&cbuf).await {
+                return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
+            }
+            cbuf.clear();
+        }
+        let mut sbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
+        loop {
+            if p.terminated && p.pending == 0 {
+                return Unbind::ClientGone { reusable: p.server_idle() && server_scan.at_boundary() };
+            }
+            tokio::select! {
+                biased;
+                r = server.stream.read_buf(&mut sbuf) => {
+                    match r {
+                        Ok(0) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: "server closed the connection".into() },
+                        Ok(_) => {}
+                        Err(e) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() },
+                    }
+                    let scanned = scan_server(&mut server_scan, &sbuf, p, &mut self.params, &mut server.params);
+                    if let Err(e) = scanned {
+                        return Unbind::ServerGone { class: FailureClass::ProtocolViolation, error: e.to_string() };
+                    }
+                    if !p.terminated && self.client.write_all(&sbuf).await.is_err() {
+                        return Unbind::ClientGone { reusable: false };
+                    }
+                    sbuf.clear();
+                    if sbuf.capacity() < READ_CHUNK {
+                        sbuf.reserve(READ_CHUNK);
+                    }
+                    if p.pending == 0 && p.at_ready && server_scan.at_boundary() && self.client_scan.at_boundary() {
+                        if self.mode == PoolMode::Statement && p.status != TransactionStatus::Idle {
+                            return Unbind::ClientViolation {
+                                code: SqlState::FEATURE_NOT_SUPPORTED,
+                                message: "transaction blocks are not allowed in statement pooling mode".into(),
+                            };
+                        }
+                        if self.mode != PoolMode::Session && p.server_idle() {
+                            return Unbind::Released;
+                        }
+                    }
+                }
+                r = self.client.read_buf(&mut cbuf), if !p.terminated => {
+                    match r {
+                        Ok(0) | Err(_) => {
+                            let reusable = p.server_idle() && server_scan.at_boundary() && self.client_scan.at_boundary();
+                            return Unbind::ClientGone { reusable };
+                        }
+                        Ok(_) => {}
+                    }
+                    if let Err(e) = self.scan_client(&mut cbuf, p) {
+                        return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
+                    }
+                    if !cbuf.is_empty() {
+                        if let Err(e) = server.stream.write_all(&cbuf).await {
+                            return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
+                        }
+                    }
+                    cbuf.clear();
+                    if cbuf.capacity() < READ_CHUNK {
+                        cbuf.reserve(READ_CHUNK);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scans client bytes: counts sync points, notes unsynced extended-protocol messages, and
+    /// cuts the buffer at Terminate (which pgtide handles itself: the server is not the
+    /// client's to close).
+    fn scan_client(&mut self, cbuf: &mut BytesMut, p: &mut Progress) -> Result<(), ProtocolError> {
+        let mut cut = None;
+        self.client_scan.feed(cbuf, |_| false, |f| {
+            if cut.is_some() {
+                return;
+            }
+            match f.tag {
+                tag::frontend::QUERY | tag::frontend::SYNC | tag::frontend::FUNCTION_CALL => {
+                    p.pending += 1;
+                    p.unsynced = false;
+                    p.at_ready = false;
+                }
+                tag::frontend::PARSE | tag::frontend::BIND | tag::frontend::EXECUTE
+                | tag::frontend::DESCRIBE | tag::frontend::CLOSE => {
+                    p.unsynced = true;
+                    p.at_ready = false;
+                }
+                tag::frontend::TERMINATE => cut = Some(f.end - f.len),
+                _ => {}
+            }
+        })?;
+        if let Some(at) = cut {
+            cbuf.truncate(at);
+            p.terminated = true;
+        }
+        Ok(())
+    }
+
+    /// Brings the server's settings to the client's with one `SET …; SET …` round trip.
+    async fn sync_params(&mut self, server: &mut ServerConn) -> Result<(), String> {
+        let Some(sql) = ParamSet::sync_query(&self.params, &server.params) else {
+            return Ok(());
+        };
+        let mut out = BytesMut::with_capacity(sql.len() + 8);
+        encode::query(&mut out, &sql);
+        server.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut inbuf = BytesMut::with_capacity(1024);
+        loop {
+            let frame = loop {
+                if let Some(f) = take_frame(&mut inbuf, MAX_FRAME_LEN).map_err(|e| e.to_string())? {
+                    break f;
+                }
+                if server.stream.read_buf(&mut inbuf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("server closed the connection".into());
+                }
+            };
+            match pgtide_protocol::backend::decode(frame[0], &frame[5..]) {
+                Ok(BackendMessage::ParameterStatus { name, value }) => {
+                    server.params.set(name, value);
+                    // Keep the server's spelling ("UTC" for "utc") so the next comparison agrees.
+                    self.params.set(name, value);
+                }
+                Ok(BackendMessage::ErrorResponse(fields)) => {
+                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, error = %fields, "re-applying client settings failed");
+                }
+                Ok(BackendMessage::ReadyForQuery(status)) => {
+                    return if status == TransactionStatus::Idle && inbuf.is_empty() {
+                        // Record what was set even when the server does not report it.
+                        for (name, value) in self.params.iter() {
+                            if server.params.get(name) != Some(value) {
+                                server.params.set(name, value);
+                            }
+                        }
+                        Ok(())
+                    } else {
+                        Err("server in an unexpected state after SET".into())
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Ends a session: the server goes back (after the reset query in session mode) or is
+    /// closed.
+    async fn finish(&mut self, mut checkout: Checkout, reusable: bool) {
+        if !reusable {
+            drop(checkout);
+            return;
+        }
+        if self.mode == PoolMode::Session {
+            let reset = self.pool.settings().reset_query.clone();
+            if !reset.trim().is_empty() {
+                let ok = reset_server(checkout.conn(), &reset).await;
+                if !ok {
+                    drop(checkout);
+                    return;
+                }
+            }
+        }
+        self.pool.release(checkout, true);
+    }
+
+    async fn protocol_violation(&mut self, e: ProtocolError) {
+        tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, error = %e, "client protocol violation");
+        fatal(&mut self.client, e.sqlstate(), &e.to_string(), None).await;
+    }
+}
+
+/// Scans server bytes: ReadyForQuery answers a sync point; ParameterStatus updates both the
+/// client's and the server's view of the session.
+fn scan_server(
+    scan: &mut StreamScanner,
+    data: &[u8],
+    p: &mut Progress,
+    client_params: &mut ParamSet,
+    server_params: &mut ParamSet,
+) -> Result<(), ProtocolError> {
+    scan.feed(
+        data,
+        |t| matches!(t, tag::backend::READY_FOR_QUERY | tag::backend::PARAMETER_STATUS | tag::backend::ERROR_RESPONSE),
+        |f| match f.tag {
+            tag::backend::READY_FOR_QUERY => {
+                p.pending = p.pending.saturating_sub(1);
+                if let Some(status) = f.body.and_then(|b| b.first()).and_then(|b| TransactionStatus::from_byte(*b)) {
+                    p.status = status;
+                }
+                p.at_ready = true;
+            }
+            tag::backend::PARAMETER_STATUS => {
+                p.at_ready = false;
+                if let Some(Ok(BackendMessage::ParameterStatus { name, value })) =
+                    f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
+                {
+                    server_params.set(name, value);
+                    client_params.set(name, value);
+                }
+            }
+            tag::backend::ERROR_RESPONSE => {
+                p.at_ready = false;
+                if let Some(Ok(BackendMessage::ErrorResponse(fields))) =
+                    f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
+                {
+                    if fields.code.is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03")) {
+                        p.server_shutting_down = true;
+                    }
+                }
+            }
+            _ => p.at_ready = false,
+        },
+    )
+}
+
+/// Runs the reset query (session mode) and reports whether the server ended idle.
+async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    encode::query(&mut out, sql);
+    if server.stream.write_all(&out).await.is_err() {
+        return false;
+    }
+    let mut inbuf = BytesMut::with_capacity(1024);
+    let mut failed = false;
+    loop {
+        let frame = loop {
+            match take_frame(&mut inbuf, MAX_FRAME_LEN) {
+                Ok(Some(f)) => break f,
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+            match server.stream.read_buf(&mut inbuf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        };
+        match pgtide_protocol::backend::decode(frame[0], &frame[5..]) {
+            Ok(BackendMessage::ParameterStatus { name, value }) => server.params.set(name, value),
+            Ok(BackendMessage::ErrorResponse(_)) => failed = true,
+            Ok(BackendMessage::ReadyForQuery(status)) => {
+                // Settings pgtide SET that the server does not report are gone after a reset;
+                // forget them so the next client's values are applied again.
+                server.params.retain(|name| {
+                    REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name))
+                });
+                return !failed && status == TransactionStatus::Idle && inbuf.is_empty();
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}

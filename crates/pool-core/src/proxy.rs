@@ -1,0 +1,157 @@
+//! The listener: accepts clients, spawns their sessions, reloads and shuts down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgtide_config::{Config, ConfigError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::Authenticator;
+use crate::client::handle_client;
+use crate::shared::Shared;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The auth file could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A bound, not yet serving, pooler.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+/// A handle to a running proxy, for reloads and the admin API.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProxyHandle {
+    /// The shared state (pools, config).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Applies a new config live (pools, limits, users). Changes that need a restart
+    /// (listen addresses, TLS, log format) are reported by [`pgtide_config::diff`] and ignored
+    /// here.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let auth = Authenticator::load(&config)?;
+        self.shared.reload(config, auth);
+        Ok(())
+    }
+}
+
+impl Proxy {
+    /// Binds every listen address and loads the users.
+    pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
+        let auth = Authenticator::load(&config)?;
+        let mut listeners = Vec::new();
+        for addr in &config.pgtide.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Bind { addr: *addr, source })?;
+            listeners.push(listener);
+        }
+        Ok(Proxy {
+            shared: Shared::new(config, auth),
+            listeners,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// A handle for reloads and inspection.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, tells idle clients pgtide is
+    /// shutting down (57P01), lets clients inside a transaction finish it, and returns when all
+    /// sessions ended or `drain_timeout` passed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut sessions = JoinSet::new();
+        let mut accepts = JoinSet::new();
+        for listener in self.listeners {
+            let shared = self.shared.clone();
+            let stop = stop_rx.clone();
+            accepts.spawn(accept_loop(listener, shared, stop));
+        }
+        shutdown.await;
+        tracing::info!(clients = self.shared.clients.load(Relaxed), "shutting down: no new clients");
+        let _ = stop_tx.send(true);
+        while let Some(done) = accepts.join_next().await {
+            if let Ok(spawned) = done {
+                for s in spawned {
+                    sessions.spawn(async move {
+                        let _ = s.await;
+                    });
+                }
+            }
+        }
+        let drained = tokio::time::timeout(drain_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(remaining = sessions.len(), "drain timeout: closing remaining sessions");
+            sessions.abort_all();
+        }
+        for pool in self.shared.pools() {
+            pool.close();
+        }
+    }
+}
+
+/// Accepts until told to stop; returns the session tasks still running so shutdown can wait.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut sessions: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return sessions,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    sessions.retain(|h| !h.is_finished());
+                    let shared = shared.clone();
+                    let rx = stop.clone();
+                    sessions.push(tokio::spawn(handle_client(shared, stream, peer, rx)));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

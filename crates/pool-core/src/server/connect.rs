@@ -1,0 +1,220 @@
+//! Opening a server connection: resolve, TCP connect, startup, authenticate, read the session's
+//! parameters — all bounded by `connect_timeout`, every failure classified.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgtide_config::Secret;
+use pgtide_protocol::frame::MAX_AUTH_MESSAGE_LEN;
+use pgtide_protocol::scram::SCRAM_SHA_256;
+use pgtide_protocol::startup::CancelKey;
+use pgtide_protocol::{backend, encode, md5, Authentication, BackendMessage, ScramClient};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{lookup_host, TcpStream};
+
+use super::{ParamSet, ServerConn};
+use crate::error::ServerError;
+use crate::io::{read_frame, ReadFrameError};
+
+/// Everything needed to open a connection for one pool.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Server user.
+    pub user: String,
+    /// Password, when the server asks for one.
+    pub password: Option<Secret>,
+    /// Extra startup parameters (GUCs such as `statement_timeout`, `application_name`).
+    pub startup_params: Vec<(String, String)>,
+    /// Bound on the whole connect.
+    pub connect_timeout: Duration,
+    /// `max_lifetime` (None = forever); each connection gets up to 10% less, at random, so a
+    /// pool opened at once does not reconnect at once.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl ServerTarget {
+    /// `host:port`, for messages.
+    pub fn display_addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Opens and authenticates a server connection within `target.connect_timeout`.
+pub async fn connect(target: &ServerTarget) -> Result<ServerConn, ServerError> {
+    match tokio::time::timeout(target.connect_timeout, connect_unbounded(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(ServerError::ConnectTimeout {
+            target: target.display_addr(),
+            timeout: target.connect_timeout,
+        }),
+    }
+}
+
+async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> {
+    let addrs: Vec<_> = lookup_host((t.host.as_str(), t.port))
+        .await
+        .map_err(|source| ServerError::Dns {
+            host: t.host.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ServerError::Dns {
+            host: t.host.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        });
+    }
+    let mut last_error = None;
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                stream = Some((s, addr));
+                break;
+            }
+            Err(source) => last_error = Some(ServerError::Connect { addr, source }),
+        }
+    }
+    let Some((mut stream, addr)) = stream else {
+        return Err(last_error.expect("at least one address was tried"));
+    };
+    let _ = stream.set_nodelay(true);
+    let lost = |source: io::Error| ServerError::Lost { addr, source };
+    let read_err = |e: ReadFrameError| match e {
+        ReadFrameError::Io(source) => ServerError::Lost { addr, source },
+        ReadFrameError::Protocol(source) => ServerError::Protocol { addr, source },
+    };
+
+    let mut out = BytesMut::with_capacity(256);
+    let mut params: Vec<(&str, &str)> = vec![("user", &t.user), ("database", &t.dbname)];
+    params.extend(t.startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    encode::startup_message(&mut out, &params);
+    stream.write_all(&out).await.map_err(lost)?;
+
+    let mut inbuf = BytesMut::with_capacity(1024);
+    let mut scram: Option<ScramClient> = None;
+    let mut server_params = ParamSet::new();
+    let mut cancel_key = CancelKey {
+        process_id: 0,
+        secret_key: 0,
+    };
+    let password = || {
+        t.password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .ok_or_else(|| ServerError::NoPassword {
+                addr,
+                user: t.user.clone(),
+            })
+    };
+    loop {
+        let frame = read_frame(&mut stream, &mut inbuf, MAX_AUTH_MESSAGE_LEN.max(64 * 1024))
+            .await
+            .map_err(read_err)?;
+        let (tag, body) = (frame[0], &frame[5..]);
+        let message =
+            backend::decode(tag, body).map_err(|source| ServerError::Protocol { addr, source })?;
+        out.clear();
+        match message {
+            BackendMessage::Authentication(auth) => match auth {
+                Authentication::Ok => continue,
+                Authentication::CleartextPassword => {
+                    encode::password_message(&mut out, &password()?);
+                }
+                Authentication::Md5Password { salt } => {
+                    let response = md5::md5_response(&t.user, &password()?, salt);
+                    encode::password_message(&mut out, &response);
+                }
+                Authentication::Sasl { mechanisms } => {
+                    if !mechanisms.contains(&SCRAM_SHA_256) {
+                        return Err(ServerError::UnsupportedAuth {
+                            addr,
+                            method: format!("SASL {}", mechanisms.join(",")),
+                        });
+                    }
+                    let client = ScramClient::new(password()?);
+                    encode::sasl_initial_response(&mut out, SCRAM_SHA_256, &client.client_first());
+                    scram = Some(client);
+                }
+                Authentication::SaslContinue { data } => {
+                    let client = scram.as_mut().ok_or_else(|| unexpected(addr))?;
+                    let reply = client
+                        .handle_server_first(data)
+                        .map_err(|source| ServerError::Protocol { addr, source })?;
+                    encode::sasl_response(&mut out, &reply);
+                }
+                Authentication::SaslFinal { data } => {
+                    let client = scram.as_mut().ok_or_else(|| unexpected(addr))?;
+                    client
+                        .verify_server_final(data)
+                        .map_err(|source| ServerError::Protocol { addr, source })?;
+                    continue;
+                }
+                Authentication::Unsupported { code } => {
+                    return Err(ServerError::UnsupportedAuth {
+                        addr,
+                        method: format!("authentication request code {code}"),
+                    })
+                }
+            },
+            BackendMessage::ParameterStatus { name, value } => {
+                server_params.set(name, value);
+                continue;
+            }
+            BackendMessage::BackendKeyData(key) => {
+                cancel_key = key;
+                continue;
+            }
+            BackendMessage::ReadyForQuery(_) => break,
+            BackendMessage::ErrorResponse(fields) => {
+                return Err(ServerError::Refused {
+                    addr,
+                    fields: Box::new(fields),
+                })
+            }
+            _ => continue,
+        }
+        stream.write_all(&out).await.map_err(lost)?;
+    }
+    if !inbuf.is_empty() {
+        return Err(unexpected(addr));
+    }
+    for (name, value) in &t.startup_params {
+        if server_params.get(name).is_none() {
+            server_params.set(name, value);
+        }
+    }
+    let now = Instant::now();
+    Ok(ServerConn {
+        id: ServerConn::next_id(),
+        stream,
+        addr,
+        cancel_key,
+        params: server_params,
+        created: now,
+        idle_since: now,
+        lifetime: t.max_lifetime.map(jitter),
+    })
+}
+
+fn unexpected(addr: std::net::SocketAddr) -> ServerError {
+    ServerError::Protocol {
+        addr,
+        source: pgtide_protocol::ProtocolError::Malformed {
+            message: "authentication",
+            reason: "message out of order",
+        },
+    }
+}
+
+/// Up to 10% off, at random.
+fn jitter(lifetime: Duration) -> Duration {
+    lifetime.mul_f64(1.0 - rand::random::<f64>() * 0.1)
+}

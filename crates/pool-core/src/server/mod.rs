@@ -1,0 +1,51 @@
+//! Server connections: opening one (TCP, startup, authentication) and what pgtide remembers
+//! about it while it sits in a pool.
+
+mod connect;
+mod params;
+
+pub use connect::{connect, ServerTarget};
+pub use params::{quote_literal, ParamSet, UNSETTABLE_PARAMS};
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pgtide_protocol::startup::CancelKey;
+use tokio::net::TcpStream;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One authenticated server connection, ready for queries (last status ReadyForQuery 'I').
+#[derive(Debug)]
+pub struct ServerConn {
+    /// Process-unique id, for logs and the admin API.
+    pub id: u64,
+    /// The socket; owned by the client session while checked out.
+    pub stream: TcpStream,
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The server's BackendKeyData: what a CancelRequest for this connection must carry.
+    pub cancel_key: CancelKey,
+    /// Parameter values pgtide knows this server session has (ParameterStatus reports plus the
+    /// values pgtide itself set), so a client's settings are re-applied only when they differ.
+    pub params: ParamSet,
+    /// When the connection was opened.
+    pub created: Instant,
+    /// When it was last returned to the pool.
+    pub idle_since: Instant,
+    /// Age after which it is retired once idle; `max_lifetime` with per-connection jitter.
+    pub lifetime: Option<Duration>,
+}
+
+impl ServerConn {
+    pub(crate) fn next_id() -> u64 {
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True when the connection has outlived its (jittered) lifetime.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.lifetime
+            .is_some_and(|l| now.saturating_duration_since(self.created) >= l)
+    }
+}

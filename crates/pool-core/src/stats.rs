@@ -1,0 +1,86 @@
+//! Per-pool counters the hot path updates with single atomic adds. They are the adaptive
+//! controller's signals (acquire wait, server hold time, utilization) and the admin API's
+//! numbers; reading them never blocks a client.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Number of acquire-wait histogram buckets: bucket `i` counts waits below 2^i µs (the last one
+/// catches everything longer, ~8 s and up).
+pub const WAIT_BUCKETS: usize = 24;
+
+/// Counters of one pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Clients queued for a server right now.
+    pub waiting: AtomicUsize,
+    /// Servers checked out right now.
+    pub active: AtomicUsize,
+    /// Checkouts completed.
+    pub acquires: AtomicU64,
+    /// Sum of acquire waits, in nanoseconds.
+    pub acquire_wait_ns: AtomicU64,
+    /// Acquire waits by power-of-two microsecond bucket (for percentiles over a window).
+    pub acquire_wait_hist: [AtomicU64; WAIT_BUCKETS],
+    /// Sum of server hold times (checkout to release), in nanoseconds: busy server-time, whose
+    /// rate divided by open servers is the time-weighted utilization.
+    pub hold_ns: AtomicU64,
+    /// Server connections opened.
+    pub connects: AtomicU64,
+    /// Server connections that failed to open.
+    pub connect_failures: AtomicU64,
+    /// Server connections closed (expired, idle, broken, surplus).
+    pub closes: AtomicU64,
+    /// Clients that gave up at acquire_timeout.
+    pub acquire_timeouts: AtomicU64,
+}
+
+impl PoolStats {
+    /// Records one completed checkout.
+    pub fn record_acquire(&self, waited: Duration) {
+        self.acquires.fetch_add(1, Relaxed);
+        let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.acquire_wait_ns.fetch_add(ns, Relaxed);
+        self.acquire_wait_hist[wait_bucket(waited)].fetch_add(1, Relaxed);
+    }
+
+    /// Records one release after holding a server for `held`.
+    pub fn record_hold(&self, held: Duration) {
+        let ns = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        self.hold_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// A copy of the histogram, for computing percentiles between two snapshots.
+    pub fn wait_histogram(&self) -> [u64; WAIT_BUCKETS] {
+        std::array::from_fn(|i| self.acquire_wait_hist[i].load(Relaxed))
+    }
+}
+
+/// The bucket of a wait: the number of bits of its length in microseconds, capped.
+pub fn wait_bucket(waited: Duration) -> usize {
+    let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+    ((u64::BITS - us.leading_zeros()) as usize).min(WAIT_BUCKETS - 1)
+}
+
+/// The upper bound of bucket `i`, for reporting percentiles.
+pub fn bucket_upper_bound(i: usize) -> Duration {
+    Duration::from_micros(1u64 << i.min(62))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_grow_by_powers_of_two() {
+        assert_eq!(wait_bucket(Duration::ZERO), 0);
+        assert_eq!(wait_bucket(Duration::from_micros(1)), 1);
+        assert_eq!(wait_bucket(Duration::from_micros(3)), 2);
+        assert_eq!(wait_bucket(Duration::from_millis(1)), 10);
+        assert_eq!(wait_bucket(Duration::from_secs(3600)), WAIT_BUCKETS - 1);
+        for d in [1u64, 5, 100, 5000, 1_000_000] {
+            let d = Duration::from_micros(d);
+            assert!(bucket_upper_bound(wait_bucket(d)) >= d);
+        }
+    }
+}
