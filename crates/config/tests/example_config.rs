@@ -324,7 +324,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-
 #[test]
 fn adaptive_settings_in_the_example_are_the_defaults() {
     // `[databases.NAME.adaptive]` replaces `[pool.adaptive]` whole; the example leaves it unset,

@@ -42,7 +42,7 @@ pub enum Command {
 }
 
 /// The flags that feed the configuration layers.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
     /// TOML config file.
     #[arg(short, long, env = "PGTIDE_CONFIG", global = true)]

@@ -12,7 +12,9 @@ use bytes::BytesMut;
 use pgtide_config::{AuthFile, AuthType, Config, ConfigError, Secret};
 use pgtide_protocol::frame::MAX_AUTH_MESSAGE_LEN;
 use pgtide_protocol::scram::SCRAM_SHA_256;
-use pgtide_protocol::{encode, frontend, md5, tag, ProtocolError, ScramSecret, ScramServer, SqlState};
+use pgtide_protocol::{
+    encode, frontend, md5, tag, ProtocolError, ScramSecret, ScramServer, SqlState,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::io::{read_frame, ReadFrameError};
@@ -156,7 +158,8 @@ impl Authenticator {
                 reason: "the auth file has only an md5 hash for this user; give it a password or scram_secret",
             });
         }
-        let secret = known.unwrap_or_else(|| ScramSecret::derive(b"\0unknown", b"pgtide-mock", 4096));
+        let secret =
+            known.unwrap_or_else(|| ScramSecret::derive(b"\0unknown", b"pgtide-mock", 4096));
         let mut server = ScramServer::with_random_nonce(secret);
         let mut out = BytesMut::with_capacity(256);
         encode::auth_sasl(&mut out, &[SCRAM_SHA_256]);
@@ -176,12 +179,13 @@ impl Authenticator {
         stream.write_all(&out).await?;
 
         let last = read_password_frame(stream, inbuf).await?;
-        let server_final = match server.handle_client_final(frontend::parse_sasl_response(&last[5..])) {
-            Ok(f) if is_known => f,
-            Ok(_) => return Err(failed(user)),
-            Err(e) if e.is_auth_failure() => return Err(failed(user)),
-            Err(e) => return Err(e.into()),
-        };
+        let server_final =
+            match server.handle_client_final(frontend::parse_sasl_response(&last[5..])) {
+                Ok(f) if is_known => f,
+                Ok(_) => return Err(failed(user)),
+                Err(e) if e.is_auth_failure() => return Err(failed(user)),
+                Err(e) => return Err(e.into()),
+            };
         out.clear();
         encode::auth_sasl_final(&mut out, &server_final);
         stream.write_all(&out).await?;

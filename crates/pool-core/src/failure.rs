@@ -160,18 +160,36 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for c in FailureClass::ALL {
             assert!(seen.insert(c.as_str()));
-            assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(c
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
         }
     }
 
     #[test]
     fn errno_mapping() {
         let e = |n| io::Error::from_raw_os_error(n);
-        assert_eq!(FailureClass::from_connect_error(&e(111)), FailureClass::ConnectRefused);
-        assert_eq!(FailureClass::from_connect_error(&e(113)), FailureClass::ConnectUnreachable);
-        assert_eq!(FailureClass::from_connect_error(&e(101)), FailureClass::ConnectUnreachable);
-        assert_eq!(FailureClass::from_connect_error(&e(110)), FailureClass::ConnectTimeout);
-        assert_eq!(FailureClass::from_server_sqlstate("57P03"), Some(FailureClass::ServerShutdown));
+        assert_eq!(
+            FailureClass::from_connect_error(&e(111)),
+            FailureClass::ConnectRefused
+        );
+        assert_eq!(
+            FailureClass::from_connect_error(&e(113)),
+            FailureClass::ConnectUnreachable
+        );
+        assert_eq!(
+            FailureClass::from_connect_error(&e(101)),
+            FailureClass::ConnectUnreachable
+        );
+        assert_eq!(
+            FailureClass::from_connect_error(&e(110)),
+            FailureClass::ConnectTimeout
+        );
+        assert_eq!(
+            FailureClass::from_server_sqlstate("57P03"),
+            Some(FailureClass::ServerShutdown)
+        );
         assert_eq!(
             FailureClass::from_server_sqlstate("53300"),
             Some(FailureClass::ServerTooManyConnections)

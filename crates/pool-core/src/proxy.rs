@@ -67,7 +67,10 @@ impl Proxy {
         for addr in &config.pgtide.listen {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| ProxyError::Bind { addr: *addr, source })?;
+                .map_err(|source| ProxyError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
             listeners.push(listener);
         }
         Ok(Proxy {
@@ -104,7 +107,10 @@ impl Proxy {
             accepts.spawn(accept_loop(listener, shared, stop));
         }
         shutdown.await;
-        tracing::info!(clients = self.shared.clients.load(Relaxed), "shutting down: no new clients");
+        tracing::info!(
+            clients = self.shared.clients.load(Relaxed),
+            "shutting down: no new clients"
+        );
         let _ = stop_tx.send(true);
         while let Some(done) = accepts.join_next().await {
             if let Ok(spawned) = done {
@@ -120,7 +126,10 @@ impl Proxy {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(remaining = sessions.len(), "drain timeout: closing remaining sessions");
+            tracing::warn!(
+                remaining = sessions.len(),
+                "drain timeout: closing remaining sessions"
+            );
             sessions.abort_all();
         }
         for pool in self.shared.pools() {

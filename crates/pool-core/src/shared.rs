@@ -41,7 +41,10 @@ impl Shared {
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The users in force.
@@ -71,7 +74,14 @@ impl Shared {
         let pool = pools
             .entry(key)
             .or_insert_with(|| {
-                let pool = Pool::new(PoolKey { database: database.to_owned(), user: user.to_owned() }, target, settings);
+                let pool = Pool::new(
+                    PoolKey {
+                        database: database.to_owned(),
+                        user: user.to_owned(),
+                    },
+                    target,
+                    settings,
+                );
                 spawn_maintenance(Arc::downgrade(&pool));
                 pool
             })
@@ -84,22 +94,24 @@ impl Shared {
     pub fn reload(&self, config: Config, auth: Authenticator) {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
         let mut pools = lock(&self.pools);
-        pools.retain(|key, pool| match config.pool_settings(&key.database, &key.user) {
-            Some(settings) => match self.target_for(&config, key, &settings) {
-                Some(target) => {
-                    pool.reconfigure(target, settings);
-                    true
-                }
+        pools.retain(
+            |key, pool| match config.pool_settings(&key.database, &key.user) {
+                Some(settings) => match self.target_for(&config, key, &settings) {
+                    Some(target) => {
+                        pool.reconfigure(target, settings);
+                        true
+                    }
+                    None => {
+                        pool.close();
+                        false
+                    }
+                },
                 None => {
                     pool.close();
                     false
                 }
             },
-            None => {
-                pool.close();
-                false
-            }
-        });
+        );
         drop(pools);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }

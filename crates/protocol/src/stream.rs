@@ -162,9 +162,11 @@ mod tests {
         let mut s = StreamScanner::new(1 << 20);
         let mut out = Vec::new();
         for chunk in data.chunks(piece) {
-            s.feed(chunk, |t| t == b'Z' || t == b'S', |f| {
-                out.push((f.tag, f.body.map(<[u8]>::to_vec)))
-            })
+            s.feed(
+                chunk,
+                |t| t == b'Z' || t == b'S',
+                |f| out.push((f.tag, f.body.map(<[u8]>::to_vec))),
+            )
             .unwrap();
         }
         assert!(s.at_boundary());

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgtide_protocol::startup::{StartupMessage, MAX_STARTUP_PACKET_LEN};
-use pgtide_protocol::{encode, parse_startup, Severity, SqlState, StartupPacket, TransactionStatus};
+use pgtide_protocol::{
+    encode, parse_startup, Severity, SqlState, StartupPacket, TransactionStatus,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;

@@ -1,7 +1,7 @@
 //! A client connection: login ([`login`]) then the forwarding loop ([`session`]).
 
 mod login;
-mod session;
 mod reply;
+mod session;
 
 pub use login::handle_client;

@@ -19,7 +19,9 @@ use bytes::BytesMut;
 use pgtide_config::PoolMode;
 use pgtide_protocol::frame::MAX_FRAME_LEN;
 use pgtide_protocol::stream::StreamScanner;
-use pgtide_protocol::{encode, tag, take_frame, BackendMessage, ProtocolError, SqlState, TransactionStatus};
+use pgtide_protocol::{
+    encode, tag, take_frame, BackendMessage, ProtocolError, SqlState, TransactionStatus,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -80,7 +82,10 @@ impl Progress {
 
     /// The server can serve another client now.
     fn server_idle(&self) -> bool {
-        self.pending == 0 && !self.unsynced && self.at_ready && self.status == TransactionStatus::Idle
+        self.pending == 0
+            && !self.unsynced
+            && self.at_ready
+            && self.status == TransactionStatus::Idle
     }
 }
 
@@ -167,7 +172,13 @@ impl Session {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.name(), client = %self.peer, class = %e.class(), error = %e, "no server for client");
-                    fatal(&mut self.client, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
+                    fatal(
+                        &mut self.client,
+                        e.sqlstate(),
+                        &e.to_string(),
+                        Some(e.hint()),
+                    )
+                    .await;
                     return;
                 }
             };
@@ -188,7 +199,11 @@ impl Session {
                     return;
                 }
                 Unbind::ServerGone { class, error } => {
-                    let class = if progress.server_shutting_down { FailureClass::ServerShutdown } else { class };
+                    let class = if progress.server_shutting_down {
+                        FailureClass::ServerShutdown
+                    } else {
+                        class
+                    };
                     tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %checkout.conn().addr, %class, error = %error, "server connection lost mid-session");
                     drop(checkout);
                     fatal(
@@ -211,10 +226,18 @@ impl Session {
     }
 
     /// Forwards between the client and `server` until the server can be released.
-    async fn bound(&mut self, server: &mut ServerConn, mut cbuf: BytesMut, p: &mut Progress) -> Unbind {
+    async fn bound(
+        &mut self,
+        server: &mut ServerConn,
+        mut cbuf: BytesMut,
+        p: &mut Progress,
+    ) -> Unbind {
         if !cbuf.is_empty() {
             if let Err(e) = server.stream.write_all(&cbuf).await {
-                return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
+                return Unbind::ServerGone {
+                    class: FailureClass::ServerConnLost,
+                    error: e.to_string(),
+                };
             }
             cbuf.clear();
         }
@@ -222,7 +245,9 @@ impl Session {
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
         loop {
             if p.terminated && p.pending == 0 {
-                return Unbind::ClientGone { reusable: p.server_idle() && server_scan.at_boundary() };
+                return Unbind::ClientGone {
+                    reusable: p.server_idle() && server_scan.at_boundary(),
+                };
             }
             tokio::select! {
                 biased;
@@ -285,25 +310,32 @@ impl Session {
     /// client's to close).
     fn scan_client(&mut self, cbuf: &mut BytesMut, p: &mut Progress) -> Result<(), ProtocolError> {
         let mut cut = None;
-        self.client_scan.feed(cbuf, |_| false, |f| {
-            if cut.is_some() {
-                return;
-            }
-            match f.tag {
-                tag::frontend::QUERY | tag::frontend::SYNC | tag::frontend::FUNCTION_CALL => {
-                    p.pending += 1;
-                    p.unsynced = false;
-                    p.at_ready = false;
+        self.client_scan.feed(
+            cbuf,
+            |_| false,
+            |f| {
+                if cut.is_some() {
+                    return;
                 }
-                tag::frontend::PARSE | tag::frontend::BIND | tag::frontend::EXECUTE
-                | tag::frontend::DESCRIBE | tag::frontend::CLOSE => {
-                    p.unsynced = true;
-                    p.at_ready = false;
+                match f.tag {
+                    tag::frontend::QUERY | tag::frontend::SYNC | tag::frontend::FUNCTION_CALL => {
+                        p.pending += 1;
+                        p.unsynced = false;
+                        p.at_ready = false;
+                    }
+                    tag::frontend::PARSE
+                    | tag::frontend::BIND
+                    | tag::frontend::EXECUTE
+                    | tag::frontend::DESCRIBE
+                    | tag::frontend::CLOSE => {
+                        p.unsynced = true;
+                        p.at_ready = false;
+                    }
+                    tag::frontend::TERMINATE => cut = Some(f.end - f.len),
+                    _ => {}
                 }
-                tag::frontend::TERMINATE => cut = Some(f.end - f.len),
-                _ => {}
-            }
-        })?;
+            },
+        )?;
         if let Some(at) = cut {
             cbuf.truncate(at);
             p.terminated = true;
@@ -318,14 +350,24 @@ impl Session {
         };
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         encode::query(&mut out, &sql);
-        server.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        server
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut inbuf = BytesMut::with_capacity(1024);
         loop {
             let frame = loop {
                 if let Some(f) = take_frame(&mut inbuf, MAX_FRAME_LEN).map_err(|e| e.to_string())? {
                     break f;
                 }
-                if server.stream.read_buf(&mut inbuf).await.map_err(|e| e.to_string())? == 0 {
+                if server
+                    .stream
+                    .read_buf(&mut inbuf)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
                     return Err("server closed the connection".into());
                 }
             };
@@ -394,11 +436,22 @@ fn scan_server(
 ) -> Result<(), ProtocolError> {
     scan.feed(
         data,
-        |t| matches!(t, tag::backend::READY_FOR_QUERY | tag::backend::PARAMETER_STATUS | tag::backend::ERROR_RESPONSE),
+        |t| {
+            matches!(
+                t,
+                tag::backend::READY_FOR_QUERY
+                    | tag::backend::PARAMETER_STATUS
+                    | tag::backend::ERROR_RESPONSE
+            )
+        },
         |f| match f.tag {
             tag::backend::READY_FOR_QUERY => {
                 p.pending = p.pending.saturating_sub(1);
-                if let Some(status) = f.body.and_then(|b| b.first()).and_then(|b| TransactionStatus::from_byte(*b)) {
+                if let Some(status) = f
+                    .body
+                    .and_then(|b| b.first())
+                    .and_then(|b| TransactionStatus::from_byte(*b))
+                {
                     p.status = status;
                 }
                 p.at_ready = true;
@@ -417,7 +470,10 @@ fn scan_server(
                 if let Some(Ok(BackendMessage::ErrorResponse(fields))) =
                     f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
                 {
-                    if fields.code.is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03")) {
+                    if fields
+                        .code
+                        .is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
+                    {
                         p.server_shutting_down = true;
                     }
                 }
@@ -454,9 +510,9 @@ async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
             Ok(BackendMessage::ReadyForQuery(status)) => {
                 // Settings pgtide SET that the server does not report are gone after a reset;
                 // forget them so the next client's values are applied again.
-                server.params.retain(|name| {
-                    REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name))
-                });
+                server
+                    .params
+                    .retain(|name| REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name)));
                 return !failed && status == TransactionStatus::Idle && inbuf.is_empty();
             }
             Ok(_) => {}

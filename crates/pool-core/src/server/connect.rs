@@ -94,7 +94,11 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
 
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![("user", &t.user), ("database", &t.dbname)];
-    params.extend(t.startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    params.extend(
+        t.startup_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     encode::startup_message(&mut out, &params);
     stream.write_all(&out).await.map_err(lost)?;
 

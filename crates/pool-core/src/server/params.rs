@@ -40,7 +40,11 @@ impl ParamSet {
 
     /// Sets `name`, replacing any value.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some((_, v)) => {
                 if v != value {
                     value.clone_into(v);
@@ -71,8 +75,12 @@ impl ParamSet {
         let mut sql = String::new();
         for (name, value) in wanted.iter() {
             if server.get(name) == Some(value)
-                || UNSETTABLE_PARAMS.iter().any(|u| u.eq_ignore_ascii_case(name))
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                || UNSETTABLE_PARAMS
+                    .iter()
+                    .any(|u| u.eq_ignore_ascii_case(name))
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
             {
                 continue;
             }
