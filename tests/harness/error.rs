@@ -52,6 +52,10 @@ pub enum HarnessError {
     #[error("preparing the initdb template failed: {0}")]
     Template(String),
 
+    /// pgtide under test could not be configured or started.
+    #[error("pgtide under test: {0}")]
+    Pgtide(String),
+
     /// The OS user that must own the server processes does not exist.
     #[error("OS user `{0}` not found (PostgreSQL refuses to run as root; the harness runs it as this user)")]
     NoSuchOsUser(String),

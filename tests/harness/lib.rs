@@ -39,6 +39,7 @@ mod connstr;
 mod error;
 mod paths;
 mod pgbin;
+mod pgtide;
 mod port;
 mod process;
 mod provision;
@@ -55,6 +56,7 @@ pub use pgbin::{
     describe, output_of, pg_bin, pg_bin_dir, pg_command, run, run_as_pg_user, running_as_root,
     DEFAULT_PG_BIN_DIR, PG_OS_USER,
 };
+pub use pgtide::{Pgtide, PgtideBuilder};
 pub use port::free_port;
 pub use process::pid_alive;
 pub use psql::{psql, quote_ident, quote_literal};
