@@ -59,6 +59,14 @@ pub enum ServerError {
         /// What it asked for.
         method: String,
     },
+    /// The TLS handshake failed or the server declined TLS where it is required.
+    #[error("TLS to server {addr} failed: {reason}")]
+    Tls {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The connection broke (EOF, reset) during startup or while in use.
     #[error("connection to server {addr} lost: {source}")]
     Lost {
@@ -92,6 +100,7 @@ impl ServerError {
             ServerError::NoPassword { .. } | ServerError::UnsupportedAuth { .. } => {
                 FailureClass::ServerAuthFailed
             }
+            ServerError::Tls { .. } => FailureClass::TlsFailure,
             ServerError::Lost { .. } => FailureClass::ServerConnLost,
             ServerError::Protocol { .. } => FailureClass::ProtocolViolation,
         }

@@ -25,6 +25,8 @@ pub mod proxy;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod stream;
+pub mod tls;
 
 pub use auth::Authenticator;
 pub use error::{AcquireError, ServerError};

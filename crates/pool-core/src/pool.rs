@@ -344,7 +344,7 @@ impl Pool {
         let now = Instant::now();
         loop {
             let conn = lock(&self.state).idle.pop_back()?;
-            if !conn.expired(now) && is_alive(&conn) {
+            if !conn.expired(now) && conn.stream.looks_alive() {
                 return Some(conn);
             }
             lock(&self.state).open -= 1;
@@ -432,16 +432,9 @@ impl Pool {
     fn close_conn(&self, conn: ServerConn) {
         self.stats.closes.fetch_add(1, Relaxed);
         // Best effort, never blocking: a Terminate lets the server log a clean disconnect.
-        let _ = conn.stream.try_write(b"X\0\0\0\x04");
+        conn.stream.try_terminate();
         drop(conn);
     }
-}
-
-/// An idle server should have nothing to say; EOF or stray bytes mean it was closed or is in an
-/// unknown state. One non-blocking read, no wait.
-fn is_alive(conn: &ServerConn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Locks a mutex, recovering from poisoning: the guarded data is plain bookkeeping that stays

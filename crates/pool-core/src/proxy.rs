@@ -29,6 +29,9 @@ pub enum ProxyError {
     /// The auth file could not be loaded.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// TLS files or settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// A bound, not yet serving, pooler.
@@ -63,6 +66,13 @@ impl Proxy {
     /// Binds every listen address and loads the users.
     pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
         let auth = Authenticator::load(&config)?;
+        let acceptor = crate::tls::client_acceptor(&config.pgtide.tls)?;
+        for (name, db) in &config.databases {
+            crate::tls::server_setup(&db.tls, &db.host).map_err(|e| {
+                tracing::error!(database = %name, error = %e, "server TLS setup failed");
+                e
+            })?;
+        }
         let mut listeners = Vec::new();
         for addr in &config.pgtide.listen {
             let listener = TcpListener::bind(addr)
@@ -74,7 +84,7 @@ impl Proxy {
             listeners.push(listener);
         }
         Ok(Proxy {
-            shared: Shared::new(config, auth),
+            shared: Shared::new(config, auth, acceptor),
             listeners,
         })
     }

@@ -11,9 +11,10 @@ use crate::auth::Authenticator;
 use crate::cancel::CancelRegistry;
 use crate::pool::{lock, Pool, PoolKey};
 use crate::server::ServerTarget;
+use crate::tls;
+use tokio_rustls::TlsAcceptor;
 
 /// The process-wide state.
-#[derive(Debug)]
 pub struct Shared {
     /// Swapped whole on reload; sessions take a snapshot at login.
     config: RwLock<Arc<Config>>,
@@ -25,12 +26,28 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Connected clients, against `max_client_conn`.
     pub clients: AtomicUsize,
+    /// Client TLS (bound at start-up; changing it needs a restart).
+    pub tls_acceptor: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("clients", &self.clients)
+            .field("client_tls", &self.tls_acceptor.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     /// State for a validated config and its prepared users.
-    pub fn new(config: Config, auth: Authenticator) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        auth: Authenticator,
+        tls_acceptor: Option<TlsAcceptor>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
+            tls_acceptor,
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::new(HashMap::new()),
@@ -132,7 +149,15 @@ impl Shared {
         if let Some(t) = settings.statement_timeout.non_zero() {
             startup_params.push(("statement_timeout".to_owned(), t.as_millis().to_string()));
         }
+        let tls = match tls::server_setup(&db.tls, &db.host) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(database = %key.database, error = %e, "server TLS setup failed");
+                return None;
+            }
+        };
         Some(ServerTarget {
+            tls,
             host: db.host.clone(),
             port: db.port,
             dbname: db.server_dbname(&key.database).to_owned(),

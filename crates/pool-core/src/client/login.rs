@@ -21,6 +21,8 @@ use super::session::Session;
 use crate::failure::FailureClass;
 use crate::server::ParamSet;
 use crate::shared::Shared;
+use crate::stream::Stream;
+use pgtide_config::ClientTlsMode;
 
 /// A client that has not finished its startup packet in this long is dropped (slowloris).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,11 +42,12 @@ impl Drop for ClientSlot<'_> {
 /// Serves one client connection until it ends.
 pub async fn handle_client(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
     let _slot = {
         let n = shared.clients.fetch_add(1, Relaxed) + 1;
         let slot = ClientSlot(&shared);
@@ -65,17 +68,31 @@ pub async fn handle_client(
     let mut inbuf = BytesMut::new();
     let startup = match tokio::time::timeout(
         STARTUP_TIMEOUT,
-        read_startup(&shared, &mut stream, &mut inbuf),
+        read_startup(&shared, stream, &mut inbuf),
     )
     .await
     {
-        Ok(Some(startup)) => startup,
+        Ok(Some((upgraded, startup))) => {
+            stream = upgraded;
+            startup
+        }
         Ok(None) => return,
         Err(_) => {
             tracing::info!(client = %peer, class = %FailureClass::ProtocolViolation, "startup packet not received in time");
             return;
         }
     };
+    if !stream.is_tls() && shared.config().pgtide.tls.mode == ClientTlsMode::Require {
+        tracing::info!(client = %peer, class = %FailureClass::ClientAuthFailed, "client without TLS refused");
+        fatal(
+            &mut stream,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "pgtide requires SSL (pgtide.tls.mode = \"require\")",
+            Some("Connect with sslmode=require or stronger."),
+        )
+        .await;
+        return;
+    }
     let Some(user) = startup.user().map(str::to_owned) else {
         fatal(
             &mut stream,
@@ -182,15 +199,38 @@ pub async fn handle_client(
 /// `None` means the connection is done (cancel served, bad packet answered, client gone).
 async fn read_startup(
     shared: &Shared,
-    stream: &mut TcpStream,
+    mut stream: Stream,
     inbuf: &mut BytesMut,
-) -> Option<StartupMessage> {
+) -> Option<(Stream, StartupMessage)> {
     loop {
         match parse_startup(inbuf, MAX_STARTUP_PACKET_LEN) {
-            Ok(Some(StartupPacket::Startup(msg))) => return Some(msg),
-            Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
-                // Client TLS is not offered yet ([pgtide.tls] lands with the TLS work); 'N'
-                // tells libpq to continue in plain text or give up per its sslmode.
+            Ok(Some(StartupPacket::Startup(msg))) => return Some((stream, msg)),
+            Ok(Some(StartupPacket::SslRequest)) => {
+                let acceptor = shared.tls_acceptor.as_ref().filter(|_| !stream.is_tls());
+                let mut out = BytesMut::with_capacity(1);
+                encode::encryption_response(&mut out, acceptor.is_some());
+                stream.write_all(&out).await.ok()?;
+                if let Some(acceptor) = acceptor {
+                    if !inbuf.is_empty() {
+                        // Bytes sent before the handshake could be injected by a man in the
+                        // middle (CVE-2021-23222); refuse rather than trust them.
+                        tracing::info!(class = %FailureClass::ProtocolViolation, "data after SSLRequest before the TLS handshake");
+                        return None;
+                    }
+                    let Stream::Plain(tcp) = stream else {
+                        return None;
+                    };
+                    match acceptor.accept(tcp).await {
+                        Ok(tls) => stream = Stream::Accepted(Box::new(tls)),
+                        Err(e) => {
+                            tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "client TLS handshake failed");
+                            return None;
+                        }
+                    }
+                }
+            }
+            Ok(Some(StartupPacket::GssEncRequest)) => {
+                // GSSAPI encryption is not supported; 'N' lets the client continue or try SSL.
                 let mut out = BytesMut::with_capacity(1);
                 encode::encryption_response(&mut out, false);
                 stream.write_all(&out).await.ok()?;

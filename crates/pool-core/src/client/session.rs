@@ -23,7 +23,6 @@ use pgtide_protocol::{
     encode, tag, take_frame, BackendMessage, ProtocolError, SqlState, TransactionStatus,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::reply::fatal;
@@ -31,6 +30,7 @@ use crate::cancel::CancelRegistration;
 use crate::failure::FailureClass;
 use crate::pool::{Checkout, Pool};
 use crate::server::{ParamSet, ServerConn};
+use crate::stream::Stream;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -105,7 +105,7 @@ enum Unbind {
 pub struct Session {
     pool: Arc<Pool>,
     mode: PoolMode,
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     /// The settings this client's session has, re-applied on each server it lands on.
     params: ParamSet,
@@ -119,7 +119,7 @@ impl Session {
     pub(super) fn new(
         pool: Arc<Pool>,
         mode: PoolMode,
-        client: TcpStream,
+        client: Stream,
         peer: SocketAddr,
         params: ParamSet,
         cancel: CancelRegistration,
@@ -145,18 +145,14 @@ impl Session {
             let mut cbuf = BytesMut::new();
             let mut progress = Progress::new();
             tokio::select! {
-                r = self.client.readable() => if r.is_err() { return },
+                r = self.client.read_idle(&mut cbuf, READ_CHUNK) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
                 _ = self.shutdown.changed() => {
                     fatal(&mut self.client, SqlState::ADMIN_SHUTDOWN, "pgtide is shutting down", Some("Reconnect to another pgtide instance or retry shortly.")).await;
                     return;
                 }
-            }
-            cbuf.reserve(READ_CHUNK);
-            match self.client.try_read_buf(&mut cbuf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
             }
             if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
                 return self.protocol_violation(e).await;

@@ -10,12 +10,14 @@ use pgtide_protocol::frame::MAX_AUTH_MESSAGE_LEN;
 use pgtide_protocol::scram::SCRAM_SHA_256;
 use pgtide_protocol::startup::CancelKey;
 use pgtide_protocol::{backend, encode, md5, Authentication, BackendMessage, ScramClient};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{lookup_host, TcpStream};
 
 use super::{ParamSet, ServerConn};
 use crate::error::ServerError;
 use crate::io::{read_frame, ReadFrameError};
+use crate::stream::Stream;
+use crate::tls::ServerTlsSetup;
 
 /// Everything needed to open a connection for one pool.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct ServerTarget {
     pub startup_params: Vec<(String, String)>,
     /// Bound on the whole connect.
     pub connect_timeout: Duration,
+    /// TLS to the server (with SNI), or `None` for plain TCP.
+    pub tls: Option<ServerTlsSetup>,
     /// `max_lifetime` (None = forever); each connection gets up to 10% less, at random, so a
     /// pool opened at once does not reconnect at once.
     pub max_lifetime: Option<Duration>,
@@ -82,11 +86,15 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
             Err(source) => last_error = Some(ServerError::Connect { addr, source }),
         }
     }
-    let Some((mut stream, addr)) = stream else {
+    let Some((tcp, addr)) = stream else {
         return Err(last_error.expect("at least one address was tried"));
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let lost = |source: io::Error| ServerError::Lost { addr, source };
+    let mut stream = match &t.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => start_tls(tcp, addr, tls).await?,
+    };
     let read_err = |e: ReadFrameError| match e {
         ReadFrameError::Io(source) => ServerError::Lost { addr, source },
         ReadFrameError::Protocol(source) => ServerError::Protocol { addr, source },
@@ -206,6 +214,45 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         idle_since: now,
         lifetime: t.max_lifetime.map(jitter),
     })
+}
+
+/// SSLRequest, then the handshake when the server answers 'S'.
+async fn start_tls(
+    mut tcp: TcpStream,
+    addr: std::net::SocketAddr,
+    tls: &ServerTlsSetup,
+) -> Result<Stream, ServerError> {
+    let mut out = BytesMut::with_capacity(8);
+    encode::ssl_request(&mut out);
+    tcp.write_all(&out)
+        .await
+        .map_err(|source| ServerError::Lost { addr, source })?;
+    let answer = tcp
+        .read_u8()
+        .await
+        .map_err(|source| ServerError::Lost { addr, source })?;
+    match answer {
+        b'S' => {
+            let stream = tls
+                .connector
+                .connect(tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| ServerError::Tls {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            Ok(Stream::Connected(Box::new(stream)))
+        }
+        b'N' if tls.mode == pgtide_config::ServerTlsMode::Prefer => Ok(Stream::Plain(tcp)),
+        b'N' => Err(ServerError::Tls {
+            addr,
+            reason: "the server does not support TLS (it answered SSLRequest with 'N')".into(),
+        }),
+        other => Err(ServerError::Tls {
+            addr,
+            reason: format!("unexpected answer {other:#04x} to SSLRequest"),
+        }),
+    }
 }
 
 fn unexpected(addr: std::net::SocketAddr) -> ServerError {

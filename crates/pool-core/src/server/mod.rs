@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::stream::Stream;
 use pgtide_protocol::startup::CancelKey;
-use tokio::net::TcpStream;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -22,7 +22,7 @@ pub struct ServerConn {
     /// Process-unique id, for logs and the admin API.
     pub id: u64,
     /// The socket; owned by the client session while checked out.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The server's address.
     pub addr: SocketAddr,
     /// The server's BackendKeyData: what a CancelRequest for this connection must carry.

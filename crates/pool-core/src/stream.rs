@@ -1,0 +1,125 @@
+//! A connection that is plain TCP or TLS, on either side of the proxy.
+//!
+//! An enum rather than `Box<dyn AsyncRead + AsyncWrite>`: one branch per poll, no allocation,
+//! and the plain case keeps access to the raw socket for the zero-buffer idle wait
+//! ([`Stream::read_idle`]) and the liveness probe of idle servers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Plain TCP, TLS accepted from a client, or TLS opened to a server.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS terminated by pgtide (client side).
+    Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS opened by pgtide (server side).
+    Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// True for either TLS variant.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Accepted(s) => s.get_ref().0,
+            Stream::Connected(s) => s.get_ref().0,
+        }
+    }
+
+    /// Waits for bytes and reads them into `buf`, which may be empty (no capacity) until then:
+    /// on plain TCP an idle client holds no buffer at all. TLS keeps its own record buffer, so
+    /// there a plain read is used. Returns 0 at EOF.
+    pub async fn read_idle(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => loop {
+                s.readable().await?;
+                buf.reserve(chunk);
+                match s.try_read_buf(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            tls => {
+                buf.reserve(chunk);
+                tls.read_buf(buf).await
+            }
+        }
+    }
+
+    /// An idle server should have said nothing: EOF or stray bytes mean it is gone or in an
+    /// unknown state. One non-blocking read on plain TCP; TLS connections are not probed
+    /// (reading under TLS would corrupt the record stream) and fail on first use instead.
+    pub fn looks_alive(&self) -> bool {
+        match self {
+            Stream::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            _ => true,
+        }
+    }
+
+    /// Best-effort Terminate before closing, never blocking (plain TCP only).
+    pub fn try_terminate(&self) {
+        if let Stream::Plain(s) = self {
+            let _ = s.try_write(b"X\0\0\0\x04");
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
