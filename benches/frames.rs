@@ -1,10 +1,10 @@
 //! Micro benchmarks of the protocol code on pgtide's hot path, and of the per-login costs.
 //!
-//! - `frames/*`, `frames_small_rows/*`: delimiting a realistic server→client stream (RowDescription, thousands of
+//! - `frames/*`: delimiting a realistic server→client stream (RowDescription, thousands of
 //!   DataRows of mixed sizes, CommandComplete, ReadyForQuery), with [`StreamScanner::feed`] over
 //!   16 KiB read chunks (what a session does per read) and with [`Frames`] over the whole
-//!   buffer. Reported as bytes/s.
-//! - `reply/*`: the same two on one pgbench `-S` reply (T, D, C, Z: 93 bytes), the per-
+//!   buffer. Reported as bytes/s. `frames_small_rows/*`: the same with small rows only.
+//! - `reply/*`: the same two on one pgbench `-S` reply (T, D, C, Z: 66 bytes), the per-
 //!   transaction cost that matters at high transaction rates.
 //! - `startup/*`: [`parse_startup`] of a libpq-like StartupMessage.
 //! - `scram/*`: SCRAM-SHA-256 as the pooler's server side runs it (secret given, both client
@@ -210,6 +210,7 @@ fn bench_frames(c: &mut Criterion) {
     }
 
     let reply = pgbench_select_reply();
+    assert_eq!(reply.len(), 66);
     let mut g = c.benchmark_group("reply");
     g.throughput(Throughput::Elements(1));
     let mut scanner = StreamScanner::new(MAX_FRAME_LEN);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgtide_harness::{pg_command, Auth, Cluster, Pgtide, PgtideBuilder};
+use pgtide_pool_core::FailureClass;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -448,6 +449,12 @@ async fn client_auth_methods_and_errors() {
                 "{auth_type} {user}: {err}"
             );
         }
+        let failures = &p.handle().shared().failures;
+        assert_eq!(
+            failures.get(FailureClass::ClientAuthFailed),
+            2,
+            "{auth_type}: both refusals counted"
+        );
     }
     let p = pgtide(&c, 2);
     let (_, conn) = (
@@ -624,9 +631,99 @@ async fn malformed_input_never_disturbs_other_clients() {
         assert_eq!(v, i.to_string());
     }
     handles.await.unwrap();
+    let violations = p
+        .handle()
+        .shared()
+        .failures
+        .get(FailureClass::ProtocolViolation);
+    assert!(
+        violations >= 3,
+        "bad version, oversized message and oversized startup are counted: {violations}"
+    );
     assert_eq!(
         simple_value(&good.simple_query("SELECT 'alive'").await.unwrap()),
         "alive"
     );
     assert!(c.connection_count(Some(USER)) <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_resets_state_and_statement_mode_refuses_transactions() {
+    let c = cluster(Auth::ScramSha256);
+    let p = PgtideBuilder::new(&c, DB)
+        .set("databases.app.password", PASSWORD)
+        .set("pool.max_size", "1")
+        .set("pool.mode", "session")
+        .start()
+        .unwrap();
+    {
+        let a = connect(&p).await;
+        a.batch_execute("SET search_path = 'nowhere'; PREPARE p AS SELECT 1")
+            .await
+            .unwrap();
+        // Session mode keeps the same server for the client's whole connection.
+        let pid1 = simple_value(&a.simple_query("SELECT pg_backend_pid()").await.unwrap());
+        let pid2 = simple_value(&a.simple_query("SELECT pg_backend_pid()").await.unwrap());
+        assert_eq!(pid1, pid2);
+        assert_eq!(
+            simple_value(&a.simple_query("SHOW search_path").await.unwrap()),
+            "nowhere"
+        );
+    }
+    // The same (only) server, reset with DISCARD ALL before the next client gets it.
+    let b = connect(&p).await;
+    assert_ne!(
+        simple_value(&b.simple_query("SHOW search_path").await.unwrap()),
+        "nowhere"
+    );
+    let err = b
+        .batch_execute("EXECUTE p")
+        .await
+        .expect_err("prepared statement was discarded");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME),
+        "{err}"
+    );
+    assert_eq!(c.connection_count(Some(USER)), 1);
+
+    let s = PgtideBuilder::new(&c, DB)
+        .set("databases.app.password", PASSWORD)
+        .set("pool.mode", "statement")
+        .start()
+        .unwrap();
+    let client = connect(&s).await;
+    assert_eq!(
+        simple_value(&client.simple_query("SELECT 'single'").await.unwrap()),
+        "single"
+    );
+    // BEGIN's own ReadyForQuery ('T') is already on its way when pgtide sees it, so the
+    // refusal (FATAL 0A000 and close) reaches the client at its next command, as in PgBouncer.
+    let _ = client.batch_execute("BEGIN").await;
+    let err = client
+        .batch_execute("SELECT 1")
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    let db = err
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        db.contains("statement pooling mode") || err.is_closed(),
+        "{err} {db}"
+    );
+    assert_eq!(
+        s.handle()
+            .shared()
+            .failures
+            .get(FailureClass::ProtocolViolation),
+        1
+    );
+    // Other clients of the statement pool are unaffected.
+    let other = connect(&s).await;
+    assert_eq!(
+        simple_value(&other.simple_query("SELECT 'fine'").await.unwrap()),
+        "fine"
+    );
 }

@@ -9,6 +9,7 @@ use pgtide_config::{Config, PoolSettings};
 
 use crate::auth::Authenticator;
 use crate::cancel::CancelRegistry;
+use crate::failure::FailureCounters;
 use crate::pool::{lock, Pool, PoolKey};
 use crate::server::ServerTarget;
 use crate::tls;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Connected clients, against `max_client_conn`.
     pub clients: AtomicUsize,
+    /// Failures by class (also exported as `pgtide_failures_total`).
+    pub failures: Arc<FailureCounters>,
     /// Client TLS (bound at start-up; changing it needs a restart).
     pub tls_acceptor: Option<TlsAcceptor>,
 }
@@ -48,6 +51,7 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             tls_acceptor,
+            failures: Arc::new(FailureCounters::default()),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::new(HashMap::new()),

@@ -53,6 +53,7 @@ pub async fn handle_client(
         let slot = ClientSlot(&shared);
         let max = shared.config().pgtide.max_client_conn as usize;
         if n > max {
+            shared.failures.record("-", FailureClass::ClientLimit);
             tracing::warn!(client = %peer, class = %FailureClass::ClientLimit, max_client_conn = max, "client refused");
             fatal(
                 &mut stream,
@@ -78,11 +79,13 @@ pub async fn handle_client(
         }
         Ok(None) => return,
         Err(_) => {
+            shared.failures.record("-", FailureClass::ProtocolViolation);
             tracing::info!(client = %peer, class = %FailureClass::ProtocolViolation, "startup packet not received in time");
             return;
         }
     };
     if !stream.is_tls() && shared.config().pgtide.tls.mode == ClientTlsMode::Require {
+        shared.failures.record("-", FailureClass::ClientAuthFailed);
         tracing::info!(client = %peer, class = %FailureClass::ClientAuthFailed, "client without TLS refused");
         fatal(
             &mut stream,
@@ -119,7 +122,8 @@ pub async fn handle_client(
     }
     let config = shared.config();
     if !config.databases.contains_key(&database) {
-        tracing::info!(client = %peer, %database, %user, "unknown database");
+        shared.failures.record("-", FailureClass::ClientAuthFailed);
+        tracing::info!(client = %peer, %database, %user, class = %FailureClass::ClientAuthFailed, "unknown database");
         fatal(
             &mut stream,
             SqlState::INVALID_CATALOG_NAME,
@@ -131,7 +135,12 @@ pub async fn handle_client(
     }
     let auth = shared.auth();
     if let Err(e) = auth.authenticate(&mut stream, &mut inbuf, &user).await {
-        tracing::info!(client = %peer, %database, %user, class = %FailureClass::ClientAuthFailed, error = %e, "client authentication failed");
+        let class = match e {
+            crate::auth::ClientAuthError::Protocol(_) => FailureClass::ProtocolViolation,
+            _ => FailureClass::ClientAuthFailed,
+        };
+        shared.failures.record(&format!("{database}/{user}"), class);
+        tracing::info!(client = %peer, %database, %user, %class, error = %e, "client authentication failed");
         fatal(&mut stream, e.sqlstate(), &e.to_string(), None).await;
         return;
     }
@@ -148,6 +157,7 @@ pub async fn handle_client(
     let mut params = match pool.welcome_params().await {
         Ok(p) => p,
         Err(e) => {
+            shared.failures.record(pool.name(), e.class());
             tracing::warn!(client = %peer, pool = %pool.name(), class = %e.class(), error = %e, "cannot serve client: no server connection");
             fatal(&mut stream, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
             return;
@@ -169,6 +179,7 @@ pub async fn handle_client(
     if !inbuf.is_empty() {
         // Bytes after the password message (a pipelining client): nothing legitimate is sent
         // before ReadyForQuery, so refuse rather than guess.
+        shared.failures.record("-", FailureClass::ProtocolViolation);
         fatal(
             &mut stream,
             SqlState::PROTOCOL_VIOLATION,
@@ -182,6 +193,7 @@ pub async fn handle_client(
     let mode = pool.settings().mode;
     drop(config);
     Session::new(
+        shared.failures.clone(),
         pool,
         mode,
         stream,
@@ -214,6 +226,7 @@ async fn read_startup(
                     if !inbuf.is_empty() {
                         // Bytes sent before the handshake could be injected by a man in the
                         // middle (CVE-2021-23222); refuse rather than trust them.
+                        shared.failures.record("-", FailureClass::ProtocolViolation);
                         tracing::info!(class = %FailureClass::ProtocolViolation, "data after SSLRequest before the TLS handshake");
                         return None;
                     }
@@ -223,6 +236,7 @@ async fn read_startup(
                     match acceptor.accept(tcp).await {
                         Ok(tls) => stream = Stream::Accepted(Box::new(tls)),
                         Err(e) => {
+                            shared.failures.record("-", FailureClass::ProtocolViolation);
                             tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "client TLS handshake failed");
                             return None;
                         }
@@ -246,6 +260,7 @@ async fn read_startup(
                 }
             }
             Err(e) => {
+                shared.failures.record("-", FailureClass::ProtocolViolation);
                 tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "bad startup packet");
                 let mut out = BytesMut::new();
                 encode::protocol_error_response(&mut out, Severity::Fatal, &e);

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::reply::fatal;
 use crate::cancel::CancelRegistration;
-use crate::failure::FailureClass;
+use crate::failure::{FailureClass, FailureCounters};
 use crate::pool::{Checkout, Pool};
 use crate::server::{ParamSet, ServerConn};
 use crate::stream::Stream;
@@ -103,6 +103,7 @@ enum Unbind {
 
 /// One client's session after login.
 pub struct Session {
+    failures: Arc<FailureCounters>,
     pool: Arc<Pool>,
     mode: PoolMode,
     client: Stream,
@@ -117,6 +118,7 @@ pub struct Session {
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
+        failures: Arc<FailureCounters>,
         pool: Arc<Pool>,
         mode: PoolMode,
         client: Stream,
@@ -127,6 +129,7 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            failures,
             pool,
             mode,
             client,
@@ -167,6 +170,7 @@ impl Session {
             let mut checkout = match self.pool.acquire().await {
                 Ok(c) => c,
                 Err(e) => {
+                    self.failures.record(self.pool.name(), e.class());
                     tracing::warn!(pool = %self.pool.name(), client = %self.peer, class = %e.class(), error = %e, "no server for client");
                     fatal(
                         &mut self.client,
@@ -200,6 +204,7 @@ impl Session {
                     } else {
                         class
                     };
+                    self.failures.record(self.pool.name(), class);
                     tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %checkout.conn().addr, %class, error = %error, "server connection lost mid-session");
                     drop(checkout);
                     fatal(
@@ -213,6 +218,8 @@ impl Session {
                 }
                 Unbind::ClientViolation { code, message } => {
                     drop(checkout);
+                    self.failures
+                        .record(self.pool.name(), FailureClass::ProtocolViolation);
                     tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, %message, "client protocol violation");
                     fatal(&mut self.client, code, &message, None).await;
                     return;
@@ -416,6 +423,8 @@ impl Session {
     }
 
     async fn protocol_violation(&mut self, e: ProtocolError) {
+        self.failures
+            .record(self.pool.name(), FailureClass::ProtocolViolation);
         tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, error = %e, "client protocol violation");
         fatal(&mut self.client, e.sqlstate(), &e.to_string(), None).await;
     }
