@@ -90,26 +90,32 @@ impl CancelRegistry {
             tracing::debug!("cancel request for no running query; ignored");
             return false;
         };
-        let send = async {
-            let mut stream = TcpStream::connect(addr).await?;
-            let mut out = BytesMut::with_capacity(16);
-            encode::cancel_request(&mut out, server_key);
-            stream.write_all(&out).await?;
-            // The server closes the connection once it has processed the request.
-            let mut sink = [0u8; 16];
-            while stream.read(&mut sink).await? > 0 {}
-            Ok::<_, std::io::Error>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), send).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(server = %addr, error = %e, "forwarding cancel request failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(server = %addr, "forwarding cancel request timed out");
-                false
-            }
+        send_cancel(addr, server_key).await
+    }
+}
+
+/// Sends a CancelRequest for `key` to the server at `addr` (pgtide's own query_timeout uses
+/// this too); waits at most 5 s. Returns whether the server took it.
+pub async fn send_cancel(addr: SocketAddr, key: CancelKey) -> bool {
+    let send = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut out = BytesMut::with_capacity(16);
+        encode::cancel_request(&mut out, key);
+        stream.write_all(&out).await?;
+        // The server closes the connection once it has processed the request.
+        let mut sink = [0u8; 16];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), send).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(server = %addr, error = %e, "forwarding cancel request failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(server = %addr, "forwarding cancel request timed out");
+            false
         }
     }
 }

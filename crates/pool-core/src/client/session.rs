@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pgtide_config::PoolMode;
@@ -26,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::reply::fatal;
-use crate::cancel::CancelRegistration;
+use crate::cancel::{send_cancel, CancelRegistration};
 use crate::failure::{FailureClass, FailureCounters};
 use crate::pool::{Checkout, Pool};
 use crate::server::{ParamSet, ServerConn};
@@ -66,6 +67,8 @@ struct Progress {
     terminated: bool,
     /// An ErrorResponse from the server said it is shutting down.
     server_shutting_down: bool,
+    /// Statements the server cancelled at its statement_timeout, not yet counted.
+    statement_timeouts: u32,
 }
 
 impl Progress {
@@ -77,6 +80,7 @@ impl Progress {
             at_ready: true,
             terminated: false,
             server_shutting_down: false,
+            statement_timeouts: 0,
         }
     }
 
@@ -99,6 +103,12 @@ enum Unbind {
     ServerGone { class: FailureClass, error: String },
     /// The client broke the protocol; tell it and close.
     ClientViolation { code: SqlState, message: String },
+    /// A pgtide limit ended the session; tell the client and close the server.
+    Limit {
+        class: FailureClass,
+        code: SqlState,
+        message: String,
+    },
 }
 
 /// One client's session after login.
@@ -147,11 +157,22 @@ impl Session {
             // Idle: no server, no buffers.
             let mut cbuf = BytesMut::new();
             let mut progress = Progress::new();
+            let idle_limit = self.pool.settings().client_idle_timeout.non_zero();
+            let idle_deadline =
+                idle_limit.map_or_else(far_future, |t| tokio::time::Instant::now() + t);
             tokio::select! {
                 r = self.client.read_idle(&mut cbuf, READ_CHUNK) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
+                _ = tokio::time::sleep_until(idle_deadline), if idle_limit.is_some() => {
+                    let limit = idle_limit.unwrap_or_default();
+                    self.failures.record(self.pool.name(), FailureClass::ClientIdleTimeout);
+                    tracing::info!(pool = %self.pool.name(), client = %self.peer, class = %FailureClass::ClientIdleTimeout, idle = ?limit, "closing idle client");
+                    let message = format!("pgtide [client_idle_timeout]: closing the connection after {} idle (client_idle_timeout)", pgtide_config::format_duration(limit));
+                    fatal(&mut self.client, SqlState::IDLE_SESSION_TIMEOUT, &message, None).await;
+                    return;
+                }
                 _ = self.shutdown.changed() => {
                     fatal(&mut self.client, SqlState::ADMIN_SHUTDOWN, "pgtide is shutting down", Some("Reconnect to another pgtide instance or retry shortly.")).await;
                     return;
@@ -216,6 +237,17 @@ impl Session {
                     .await;
                     return;
                 }
+                Unbind::Limit {
+                    class,
+                    code,
+                    message,
+                } => {
+                    drop(checkout);
+                    self.failures.record(self.pool.name(), class);
+                    tracing::info!(pool = %self.pool.name(), client = %self.peer, %class, %message, "limit closed the session");
+                    fatal(&mut self.client, code, &message, None).await;
+                    return;
+                }
                 Unbind::ClientViolation { code, message } => {
                     drop(checkout);
                     self.failures
@@ -246,7 +278,26 @@ impl Session {
         }
         let mut sbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
+        let settings = self.pool.settings();
+        let query_timeout = settings.query_timeout.non_zero();
+        let idle_tx_timeout = settings.idle_in_transaction_timeout.non_zero();
+        // When the oldest unanswered sync point was sent, for query_timeout.
+        let mut query_started = (p.pending > 0).then(Instant::now);
+        let mut cancel_sent = false;
+        // When the last ReadyForQuery arrived, for idle_in_transaction_timeout.
+        let mut last_ready = Instant::now();
         loop {
+            let deadline = if p.pending > 0 {
+                query_timeout
+                    .filter(|_| !cancel_sent)
+                    .zip(query_started)
+                    .map(|(t, started)| started + t)
+            } else if p.at_ready && p.status != TransactionStatus::Idle {
+                idle_tx_timeout.map(|t| last_ready + t)
+            } else {
+                None
+            };
+            let timer = deadline.map_or_else(far_future, tokio::time::Instant::from_std);
             if p.terminated && p.pending == 0 {
                 return Unbind::ClientGone {
                     reusable: p.server_idle() && server_scan.at_boundary(),
@@ -261,6 +312,16 @@ impl Session {
                         Err(e) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() },
                     }
                     let scanned = scan_server(&mut server_scan, &sbuf, p, &mut self.params, &mut server.params);
+                    if p.statement_timeouts > 0 {
+                        for _ in 0..std::mem::take(&mut p.statement_timeouts) {
+                            self.failures.record(self.pool.name(), FailureClass::StatementTimeout);
+                        }
+                    }
+                    if p.pending == 0 {
+                        query_started = None;
+                        cancel_sent = false;
+                        last_ready = Instant::now();
+                    }
                     if let Err(e) = scanned {
                         return Unbind::ServerGone { class: FailureClass::ProtocolViolation, error: e.to_string() };
                     }
@@ -294,6 +355,9 @@ impl Session {
                     if let Err(e) = self.scan_client(&mut cbuf, p) {
                         return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
                     }
+                    if p.pending > 0 && query_started.is_none() {
+                        query_started = Some(Instant::now());
+                    }
                     if !cbuf.is_empty() {
                         if let Err(e) = server.stream.write_all(&cbuf).await {
                             return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
@@ -302,6 +366,29 @@ impl Session {
                     cbuf.clear();
                     if cbuf.capacity() < READ_CHUNK {
                         cbuf.reserve(READ_CHUNK);
+                    }
+                }
+                _ = tokio::time::sleep_until(timer), if deadline.is_some() => {
+                    if p.pending > 0 {
+                        // query_timeout: pgtide cancels; the server answers the client with 57014.
+                        cancel_sent = true;
+                        let limit = query_timeout.unwrap_or_default();
+                        self.failures.record(self.pool.name(), FailureClass::QueryTimeout);
+                        tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %server.addr, class = %FailureClass::QueryTimeout, limit = ?limit, "query ran past query_timeout; cancelling");
+                        if server_scan.at_boundary() {
+                            let mut notice = BytesMut::new();
+                            let text = format!("pgtide [query_timeout]: the query ran longer than query_timeout ({}); pgtide is cancelling it", pgtide_config::format_duration(limit));
+                            encode::notice_response(&mut notice, pgtide_protocol::Severity::Warning, SqlState::QUERY_CANCELED, &text, None, None);
+                            let _ = self.client.write_all(&notice).await;
+                        }
+                        tokio::spawn(send_cancel(server.addr, server.cancel_key));
+                    } else {
+                        let limit = idle_tx_timeout.unwrap_or_default();
+                        return Unbind::Limit {
+                            class: FailureClass::IdleInTransactionTimeout,
+                            code: SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                            message: format!("pgtide [idle_in_transaction_timeout]: closing the connection after {} idle inside a transaction; the transaction was rolled back", pgtide_config::format_duration(limit)),
+                        };
                     }
                 }
             }
@@ -481,6 +568,14 @@ fn scan_server(
                     {
                         p.server_shutting_down = true;
                     }
+                    let statement_timeout = fields.code.is_some_and(|c| c.as_str() == "57014")
+                        && fields
+                            .message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("statement timeout"));
+                    if statement_timeout {
+                        p.statement_timeouts += 1;
+                    }
                 }
             }
             _ => p.at_ready = false,
@@ -524,4 +619,9 @@ async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// A deadline for disabled timer branches (never polled).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

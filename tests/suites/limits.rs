@@ -1,0 +1,261 @@
+//! Limits and timeouts fire, name themselves, are counted, and the pool recovers.
+
+use std::time::{Duration, Instant};
+
+use pgtide_harness::{free_port, Auth, Cluster, Pgtide, PgtideBuilder};
+use pgtide_pool_core::FailureClass;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+fn cluster() -> Cluster {
+    Cluster::builder()
+        .auth(Auth::ScramSha256)
+        .user("app", "secret")
+        .database_owned_by("app", "app")
+        .start()
+        .expect("cluster starts")
+}
+
+fn pgtide(c: &Cluster, settings: &[(&str, &str)]) -> Pgtide {
+    let mut b = PgtideBuilder::new(c, "app").set("databases.app.password", "secret");
+    for (k, v) in settings {
+        b = b.set(k, v);
+    }
+    b.start().expect("pgtide starts")
+}
+
+async fn try_connect(p: &Pgtide) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&p.conn_string("app", None, "app"), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn connect(p: &Pgtide) -> Client {
+    try_connect(p).await.expect("connect through pgtide")
+}
+
+async fn value(c: &Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn count(p: &Pgtide, class: FailureClass) -> u64 {
+    p.handle().shared().failures.get(class)
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_cancels_and_the_server_is_reused() {
+    let c = cluster();
+    let p = pgtide(
+        &c,
+        &[("pool.query_timeout", "500ms"), ("pool.max_size", "1")],
+    );
+    let client = connect(&p).await;
+    let started = Instant::now();
+    let err = client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .map(|_| ())
+        .expect_err("cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(&p, FailureClass::QueryTimeout), 1);
+    assert_eq!(value(&client, "SELECT 'recovered'").await, "recovered");
+    assert_eq!(
+        c.connection_count(Some("app")),
+        1,
+        "the same server serves on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_set_on_the_server_and_classified() {
+    let c = cluster();
+    let p = pgtide(&c, &[("pool.statement_timeout", "300ms")]);
+    let client = connect(&p).await;
+    let err = client
+        .simple_query("SELECT pg_sleep(5)")
+        .await
+        .map(|_| ())
+        .expect_err("timed out");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(
+        message(&err).contains("statement timeout"),
+        "{}",
+        message(&err)
+    );
+    assert_eq!(count(&p, FailureClass::StatementTimeout), 1);
+    assert_eq!(value(&client, "SELECT 'ok'").await, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout_closes_idle_clients() {
+    let c = cluster();
+    let p = pgtide(&c, &[("pool.client_idle_timeout", "300ms")]);
+    let client = connect(&p).await;
+    assert_eq!(value(&client, "SELECT 1").await, "1");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = client
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| ())
+        .expect_err("closed");
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::IDLE_SESSION_TIMEOUT),
+        "{err}"
+    );
+    assert_eq!(count(&p, FailureClass::ClientIdleTimeout), 1);
+    let fresh = connect(&p).await;
+    assert_eq!(value(&fresh, "SELECT 'new client'").await, "new client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_timeout_rolls_back_and_frees_the_server() {
+    let c = cluster();
+    let p = pgtide(
+        &c,
+        &[
+            ("pool.idle_in_transaction_timeout", "300ms"),
+            ("pool.max_size", "1"),
+        ],
+    );
+    let client = connect(&p).await;
+    client.batch_execute("CREATE TABLE t(x int)").await.unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = client
+        .simple_query("COMMIT")
+        .await
+        .map(|_| ())
+        .expect_err("closed");
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+        "{err}"
+    );
+    assert_eq!(count(&p, FailureClass::IdleInTransactionTimeout), 1);
+    // The single server slot is free again and the insert was rolled back.
+    let other = connect(&p).await;
+    assert_eq!(value(&other, "SELECT count(*) FROM t").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_timeout_names_the_pool_and_the_wait() {
+    let c = cluster();
+    let p = pgtide(
+        &c,
+        &[("pool.max_size", "1"), ("pool.acquire_timeout", "200ms")],
+    );
+    let holder = connect(&p).await;
+    holder.batch_execute("BEGIN").await.unwrap(); // holds the only server
+    let waiter = connect(&p).await;
+    let started = Instant::now();
+    let err = waiter
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| ())
+        .expect_err("pool exhausted");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err}");
+    let text = message(&err);
+    assert!(text.contains("pool app/app exhausted"), "{text}");
+    assert!(
+        text.contains("acquire_timeout 200ms") && text.contains("waited"),
+        "{text}"
+    );
+    assert_eq!(count(&p, FailureClass::AcquireTimeout), 1);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let later = connect(&p).await;
+    assert_eq!(value(&later, "SELECT 'served'").await, "served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_at_once() {
+    let c = cluster();
+    let p = pgtide(&c, &[("pgtide.max_client_conn", "2")]);
+    let _a = connect(&p).await;
+    let _b = connect(&p).await;
+    let started = Instant::now();
+    let err = try_connect(&p)
+        .await
+        .map(|_| ())
+        .expect_err("over the limit");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err}");
+    assert!(
+        message(&err).contains("max_client_conn"),
+        "{}",
+        message(&err)
+    );
+    assert_eq!(count(&p, FailureClass::ClientLimit), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refused_and_connect_timeout_are_reported_quickly() {
+    let c = cluster();
+    // Nobody listens on this port: ECONNREFUSED.
+    let dead = free_port();
+    let p = pgtide(
+        &c,
+        &[
+            ("databases.app.port", &dead.to_string()),
+            ("pool.acquire_timeout", "10s"),
+        ],
+    );
+    let started = Instant::now();
+    let err = try_connect(&p).await.map(|_| ()).expect_err("refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "fails fast, not at acquire_timeout"
+    );
+    assert!(
+        message(&err).contains("Connection refused"),
+        "{}",
+        message(&err)
+    );
+    assert_eq!(count(&p, FailureClass::ConnectRefused), 1);
+
+    // A listener that accepts but never answers: connect_timeout fires.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let p = pgtide(
+        &c,
+        &[
+            ("databases.app.port", &port.to_string()),
+            ("pool.connect_timeout", "300ms"),
+        ],
+    );
+    let started = Instant::now();
+    let err = try_connect(&p).await.map(|_| ()).expect_err("timed out");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        message(&err).contains("timed out after 300ms"),
+        "{}",
+        message(&err)
+    );
+    assert_eq!(count(&p, FailureClass::ConnectTimeout), 1);
+    drop(silent);
+}
