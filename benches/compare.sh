@@ -167,7 +167,7 @@ wait_port "$PGTIDE_PORT" 60 || die "pgtide does not accept on $PGTIDE_PORT"
 # postgres://demo:demo@127.0.0.1:PORT/demo
 PG_PORT="$(sed -E 's|^.*@127\.0\.0\.1:([0-9]+)/.*$|\1|' <<<"$DIRECT_URL")"
 [[ "$PG_PORT" =~ ^[0-9]+$ ]] || die "cannot parse the port of $DIRECT_URL"
-log "PostgreSQL on 127.0.0.1:$PG_PORT ($DIRECT_URL)"
+log "PostgreSQL on 127.0.0.1:$PG_PORT ($DIRECT_URL); pgtide PID $PGTIDE_PID, $(grep 'Max open files' "/proc/$PGTIDE_PID/limits" | awk '{ print "open files limit " $4 }')"
 
 su_psql() { psql -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "$1"; }
 PGDATA_DIR="$(su_psql 'SHOW data_directory')"
@@ -219,7 +219,9 @@ pidfile = $PGB_DIR/pgbouncer.pid
 EOF
     chown -R postgres: "$PGB_DIR"
     log "starting PgBouncer on 127.0.0.1:$PGB_PORT (as postgres)"
-    runuser -u postgres -- "$PGB_BIN" "$PGB_DIR/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+    # runuser's PAM session resets the soft descriptor limit (1024 here): raise it again inside.
+    runuser -u postgres -- bash -c 'ulimit -n "$1" || true; exec "$2" "$3"' pgbouncer-launch \
+        "$(ulimit -n)" "$PGB_BIN" "$PGB_DIR/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
     PGB_RUNUSER_PID=$!
     for ((i = 0; i < 300; i++)); do
         if [ -s "$PGB_DIR/pgbouncer.pid" ]; then
@@ -230,7 +232,7 @@ EOF
         sleep 0.1
     done
     if [ -n "$PGB_PID" ] && wait_port "$PGB_PORT" 30; then
-        log "PgBouncer PID $PGB_PID ($PGB_VERSION)"
+        log "PgBouncer PID $PGB_PID ($PGB_VERSION), $(grep 'Max open files' "/proc/$PGB_PID/limits" | awk '{ print "open files limit " $4 }')"
     else
         log "PgBouncer did not start; continuing without it: $(tail -n 5 "$WORK/pgbouncer.out" "$PGB_DIR/pgbouncer.log" 2>/dev/null)"
         stop_pid "$PGB_PID" TERM 5
@@ -260,8 +262,8 @@ pid_of() {
     esac
 }
 
-# Vacuum once, directly, so every run can use -n.
-psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U demo -d demo -c 'VACUUM ANALYZE' >/dev/null
+# Vacuum once, directly (as the superuser), so every run can use -n.
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d demo -c 'VACUUM ANALYZE' >/dev/null
 
 # ---------------------------------------------------------------- pgbench rounds
 # One warm-up run per pooler so each has its server connections open before measuring.

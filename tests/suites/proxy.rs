@@ -727,3 +727,33 @@ async fn session_mode_resets_state_and_statement_mode_refuses_transactions() {
         "fine"
     );
 }
+
+/// Regression: COPY FROM STDIN through the extended protocol. PostgreSQL ignores the Sync that
+/// follows the Execute while in copy-in mode, so pgtide must not wait for its ReadyForQuery, or
+/// the server is never released (found in review; with one server every later client starved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_copy_in_releases_the_server() {
+    use futures::SinkExt;
+    let c = cluster(Auth::ScramSha256);
+    let p = pgtide(&c, 1);
+    let client = connect(&p).await;
+    client.batch_execute("CREATE TABLE c(x int)").await.unwrap();
+    for round in 0..3 {
+        let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+            .await
+            .unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 2, "round {round}");
+        // Another client gets the single server: the copy released it.
+        let other = connect(&p).await;
+        let n = tokio::time::timeout(
+            Duration::from_secs(3),
+            other.simple_query("SELECT count(*) FROM c"),
+        )
+        .await
+        .expect("server released after COPY")
+        .unwrap();
+        assert_eq!(simple_value(&n), ((round + 1) * 2).to_string());
+    }
+}

@@ -40,6 +40,9 @@ impl Drop for ClientSlot<'_> {
 }
 
 /// Serves one client connection until it ends.
+///
+/// Login runs in its own boxed future: its state (startup buffer, SCRAM exchange) is freed once
+/// the client is in, so an idle session's task holds only what the session needs.
 pub async fn handle_client(
     shared: Arc<Shared>,
     tcp: TcpStream,
@@ -48,28 +51,38 @@ pub async fn handle_client(
 ) {
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
-    let _slot = {
-        let n = shared.clients.fetch_add(1, Relaxed) + 1;
-        let slot = ClientSlot(&shared);
-        let max = shared.config().pgtide.max_client_conn as usize;
-        if n > max {
-            shared.failures.record("-", FailureClass::ClientLimit);
-            tracing::warn!(client = %peer, class = %FailureClass::ClientLimit, max_client_conn = max, "client refused");
-            fatal(
-                &mut stream,
-                SqlState::TOO_MANY_CONNECTIONS,
-                &format!("no more connections allowed: pgtide's max_client_conn ({max}) reached"),
-                Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
-            )
-            .await;
-            return;
-        }
-        slot
-    };
+    let n = shared.clients.fetch_add(1, Relaxed) + 1;
+    let _slot = ClientSlot(&shared);
+    let max = shared.config().pgtide.max_client_conn as usize;
+    if n > max {
+        shared.failures.record("-", FailureClass::ClientLimit);
+        tracing::warn!(client = %peer, class = %FailureClass::ClientLimit, max_client_conn = max, "client refused");
+        fatal(
+            &mut stream,
+            SqlState::TOO_MANY_CONNECTIONS,
+            &format!("no more connections allowed: pgtide's max_client_conn ({max}) reached"),
+            Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
+        )
+        .await;
+        return;
+    }
+    if let Some(session) = Box::pin(login(&shared, stream, peer, shutdown)).await {
+        session.run().await;
+    }
+}
+
+/// Startup, database lookup, authentication and the initial parameters; `None` when the client
+/// was refused (it has been told why) or left.
+async fn login(
+    shared: &Arc<Shared>,
+    mut stream: Stream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Option<Session> {
     let mut inbuf = BytesMut::new();
     let startup = match tokio::time::timeout(
         STARTUP_TIMEOUT,
-        read_startup(&shared, stream, &mut inbuf),
+        read_startup(shared, stream, &mut inbuf),
     )
     .await
     {
@@ -77,11 +90,11 @@ pub async fn handle_client(
             stream = upgraded;
             startup
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => {
             shared.failures.record("-", FailureClass::ProtocolViolation);
             tracing::info!(client = %peer, class = %FailureClass::ProtocolViolation, "startup packet not received in time");
-            return;
+            return None;
         }
     };
     if !stream.is_tls() && shared.config().pgtide.tls.mode == ClientTlsMode::Require {
@@ -94,7 +107,7 @@ pub async fn handle_client(
             Some("Connect with sslmode=require or stronger."),
         )
         .await;
-        return;
+        return None;
     }
     let Some(user) = startup.user().map(str::to_owned) else {
         fatal(
@@ -104,7 +117,7 @@ pub async fn handle_client(
             None,
         )
         .await;
-        return;
+        return None;
     };
     let database = startup.database_or_user().unwrap_or(&user).to_owned();
     if startup
@@ -118,7 +131,7 @@ pub async fn handle_client(
             Some("Connect replication clients to the server directly."),
         )
         .await;
-        return;
+        return None;
     }
     let config = shared.config();
     if !config.databases.contains_key(&database) {
@@ -131,7 +144,7 @@ pub async fn handle_client(
             Some("pgtide serves only the databases listed under [databases] in its config."),
         )
         .await;
-        return;
+        return None;
     }
     let auth = shared.auth();
     if let Err(e) = auth.authenticate(&mut stream, &mut inbuf, &user).await {
@@ -142,7 +155,7 @@ pub async fn handle_client(
         shared.failures.record(&format!("{database}/{user}"), class);
         tracing::info!(client = %peer, %database, %user, %class, error = %e, "client authentication failed");
         fatal(&mut stream, e.sqlstate(), &e.to_string(), None).await;
-        return;
+        return None;
     }
     let Some(pool) = shared.pool_for(&database, &user) else {
         fatal(
@@ -152,7 +165,7 @@ pub async fn handle_client(
             None,
         )
         .await;
-        return;
+        return None;
     };
     let mut params = match pool.welcome_params().await {
         Ok(p) => p,
@@ -160,7 +173,7 @@ pub async fn handle_client(
             shared.failures.record(pool.name(), e.class());
             tracing::warn!(client = %peer, pool = %pool.name(), class = %e.class(), error = %e, "cannot serve client: no server connection");
             fatal(&mut stream, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
-            return;
+            return None;
         }
     };
     apply_client_settings(&mut params, &startup);
@@ -173,10 +186,13 @@ pub async fn handle_client(
     encode::backend_key_data(&mut out, registration.key());
     encode::ready_for_query(&mut out, TransactionStatus::Idle);
     if stream.write_all(&out).await.is_err() {
-        return;
+        return None;
     }
     drop(out);
-    if !inbuf.is_empty() {
+    let pipelined = !inbuf.is_empty();
+    // Login buffers are not needed any more; an idle client should hold no memory but its task.
+    drop(inbuf);
+    if pipelined {
         // Bytes after the password message (a pipelining client): nothing legitimate is sent
         // before ReadyForQuery, so refuse rather than guess.
         shared.failures.record("-", FailureClass::ProtocolViolation);
@@ -187,12 +203,12 @@ pub async fn handle_client(
             None,
         )
         .await;
-        return;
+        return None;
     }
     let max_message = config.pgtide.max_message_size as usize;
     let mode = pool.settings().mode;
     drop(config);
-    Session::new(
+    Some(Session::new(
         shared.failures.clone(),
         pool,
         mode,
@@ -202,9 +218,7 @@ pub async fn handle_client(
         registration,
         max_message,
         shutdown,
-    )
-    .run()
-    .await;
+    ))
 }
 
 /// Reads the startup packet, answering SSL and GSS requests and serving cancel requests.

@@ -69,6 +69,12 @@ struct Progress {
     server_shutting_down: bool,
     /// Statements the server cancelled at its statement_timeout, not yet counted.
     statement_timeouts: u32,
+    /// Syncs sent since the last Execute: if copy data follows, the Execute started a
+    /// COPY FROM STDIN and PostgreSQL ignores these Syncs (it does so in copy-in mode), so they
+    /// get no ReadyForQuery and must not be waited for.
+    syncs_since_execute: u32,
+    /// Copy data was seen since the last Execute/Query (the discount above is applied once).
+    in_copy: bool,
 }
 
 impl Progress {
@@ -81,6 +87,8 @@ impl Progress {
             terminated: false,
             server_shutting_down: false,
             statement_timeouts: 0,
+            syncs_since_execute: 0,
+            in_copy: false,
         }
     }
 
@@ -205,8 +213,10 @@ impl Session {
             };
             let server = checkout.conn();
             self.cancel.slot.set(Some((server.addr, server.cancel_key)));
-            let outcome = match self.sync_params(server).await {
-                Ok(()) => self.bound(checkout.conn(), cbuf, &mut progress).await,
+            // The busy path is boxed so that an idle session's task stays small: its future
+            // then holds only the idle wait, not the bound loop's buffers and timers.
+            let outcome = match Box::pin(self.sync_params(server)).await {
+                Ok(()) => Box::pin(self.bound(checkout.conn(), cbuf, &mut progress)).await,
                 Err(e) => Unbind::ServerGone {
                     class: FailureClass::ServerConnLost,
                     error: e,
@@ -408,18 +418,42 @@ impl Session {
                     return;
                 }
                 match f.tag {
-                    tag::frontend::QUERY | tag::frontend::SYNC | tag::frontend::FUNCTION_CALL => {
+                    tag::frontend::SYNC => {
                         p.pending += 1;
+                        p.syncs_since_execute += 1;
                         p.unsynced = false;
+                        p.at_ready = false;
+                    }
+                    tag::frontend::QUERY | tag::frontend::FUNCTION_CALL => {
+                        p.pending += 1;
+                        p.syncs_since_execute = 0;
+                        p.in_copy = false;
+                        p.unsynced = false;
+                        p.at_ready = false;
+                    }
+                    tag::frontend::EXECUTE => {
+                        p.syncs_since_execute = 0;
+                        p.in_copy = false;
+                        p.unsynced = true;
                         p.at_ready = false;
                     }
                     tag::frontend::PARSE
                     | tag::frontend::BIND
-                    | tag::frontend::EXECUTE
                     | tag::frontend::DESCRIBE
                     | tag::frontend::CLOSE => {
                         p.unsynced = true;
                         p.at_ready = false;
+                    }
+                    tag::frontend::COPY_DATA
+                    | tag::frontend::COPY_DONE
+                    | tag::frontend::COPY_FAIL
+                        if !p.in_copy =>
+                    {
+                        // The Syncs between the Execute that started this COPY FROM STDIN and
+                        // its data reached the server in copy-in mode and were ignored.
+                        p.in_copy = true;
+                        p.pending -= p.syncs_since_execute.min(p.pending);
+                        p.syncs_since_execute = 0;
                     }
                     tag::frontend::TERMINATE => cut = Some(f.end - f.len),
                     _ => {}
