@@ -22,7 +22,9 @@ pub fn run(file: &Path, sets: &[String], no_env: bool) -> ExitCode {
     };
     let config = match loader.load() {
         Ok(c) => c,
-        Err(e) => return fail(&format!("{}: {e}", file.display())),
+        Err(e @ ConfigError::Invalid(_)) => return fail(&format!("{}: {e}", file.display())),
+        // Unreadable and syntax errors already name the file.
+        Err(e) => return fail(&e.to_string()),
     };
     let mut errors: Vec<ConfigError> = Vec::new();
     if let Some(auth) = &config.pgtide.auth_file {

@@ -55,8 +55,13 @@ impl ProxyHandle {
     /// Applies a new config live (pools, limits, users). Changes that need a restart
     /// (listen addresses, TLS, log format) are reported by [`pgtide_config::diff`] and ignored
     /// here.
-    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+    pub fn reload(&self, config: Config) -> Result<(), ProxyError> {
         let auth = Authenticator::load(&config)?;
+        // Reject the whole reload, rather than close a database's pools, when its TLS material
+        // is unusable.
+        for db in config.databases.values() {
+            crate::tls::server_setup(&db.tls, &db.host)?;
+        }
         self.shared.reload(config, auth);
         Ok(())
     }
