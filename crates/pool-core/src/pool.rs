@@ -60,7 +60,7 @@ pub struct Pool {
     state: Mutex<PoolState>,
     /// ParameterStatus of the first server, replayed to clients at login before they have a
     /// server of their own (transaction mode binds a server only at the first query).
-    welcome: Mutex<Option<ParamSet>>,
+    welcome: Mutex<Option<Arc<Vec<(String, String)>>>>,
     closed: AtomicBool,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
@@ -278,12 +278,15 @@ impl Pool {
 
     /// The parameters to announce to a new client; opens a connection if none was ever made.
     pub async fn welcome_params(self: &Arc<Self>) -> Result<ParamSet, AcquireError> {
-        if let Some(p) = lock(&self.welcome).clone() {
-            return Ok(p);
+        if let Some(base) = lock(&self.welcome).clone() {
+            return Ok(ParamSet::over(base));
         }
         let checkout = self.acquire().await?;
         self.release(checkout, true);
-        Ok(lock(&self.welcome).clone().unwrap_or_default())
+        Ok(lock(&self.welcome)
+            .clone()
+            .map(ParamSet::over)
+            .unwrap_or_default())
     }
 
     /// One maintenance pass (run every `evict_interval`): closes idle servers past
@@ -359,7 +362,7 @@ impl Pool {
                 self.stats.connects.fetch_add(1, Relaxed);
                 let mut welcome = lock(&self.welcome);
                 if welcome.is_none() {
-                    *welcome = Some(conn.params.clone());
+                    *welcome = Some(conn.params.to_shared());
                 }
                 Ok(conn)
             }

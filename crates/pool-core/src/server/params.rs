@@ -20,9 +20,19 @@ pub const UNSETTABLE_PARAMS: &[&str] = &[
     "scram_iterations",
 ];
 
+/// Entries of a [`ParamSet`].
+type Entries = Vec<(String, String)>;
+
 /// A small ordered name → value map (a dozen entries; a Vec beats a HashMap here).
+///
+/// A client's set starts as the pool's welcome parameters, shared behind an `Arc` (`base`), with
+/// only the client's own differences stored in `own`: an idle client then costs a few bytes
+/// instead of two dozen small strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamSet(Vec<(String, String)>);
+pub struct ParamSet {
+    base: Option<std::sync::Arc<Entries>>,
+    own: Entries,
+}
 
 impl ParamSet {
     /// An empty set.
@@ -30,43 +40,70 @@ impl ParamSet {
         Self::default()
     }
 
+    /// A set that reads through to a shared `base` until entries are overridden.
+    pub fn over(base: std::sync::Arc<Entries>) -> Self {
+        Self {
+            base: Some(base),
+            own: Vec::new(),
+        }
+    }
+
+    /// The entries as a shareable base for [`ParamSet::over`].
+    pub fn to_shared(&self) -> std::sync::Arc<Entries> {
+        std::sync::Arc::new(
+            self.iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
     /// The value of `name` (case-insensitive, as GUC names are).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find(&self.own, name).or_else(|| self.base.as_deref().and_then(|b| find(b, name)))
     }
 
     /// Sets `name`, replacing any value.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self
-            .0
+        if let Some((_, v)) = self
+            .own
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
-            Some((_, v)) => {
-                if v != value {
-                    value.clone_into(v);
-                }
+            if v != value {
+                value.clone_into(v);
             }
-            None => self.0.push((name.to_owned(), value.to_owned())),
+            return;
         }
+        if self.base.as_deref().and_then(|b| find(b, name)) == Some(value) {
+            return;
+        }
+        self.own.push((name.to_owned(), value.to_owned()));
     }
 
-    /// Removes `name`.
-    pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    }
-
-    /// All entries in insertion order.
+    /// All entries: the overrides, then the base entries not overridden.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let own = &self.own;
+        let base = self
+            .base
+            .as_deref()
+            .into_iter()
+            .flatten()
+            .filter(move |(n, _)| find(own, n).is_none());
+        own.iter()
+            .chain(base)
+            .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// Keeps only the entries `keep` accepts.
+    /// Keeps only the entries `keep` accepts (materializes a shared base first).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.0.retain(|(n, _)| keep(n));
+        if self.base.is_some() {
+            self.own = self
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            self.base = None;
+        }
+        self.own.retain(|(n, _)| keep(n));
     }
 
     /// The `SET` statements that bring `server` to `wanted`, as one simple query, or `None`
@@ -92,6 +129,13 @@ impl ParamSet {
         }
         (!sql.is_empty()).then_some(sql)
     }
+}
+
+fn find<'a>(entries: &'a Entries, name: &str) -> Option<&'a str> {
+    entries
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A SQL string literal: single quotes doubled, and the E'' form when backslashes are present
@@ -124,6 +168,27 @@ mod tests {
         );
         have.set("TimeZone", "Europe/Paris");
         assert_eq!(ParamSet::sync_query(&want, &have), None);
+    }
+
+    #[test]
+    fn a_shared_base_reads_through_until_overridden() {
+        let mut welcome = ParamSet::new();
+        welcome.set("TimeZone", "UTC");
+        welcome.set("DateStyle", "ISO, MDY");
+        let base = welcome.to_shared();
+        let mut client = ParamSet::over(base.clone());
+        assert_eq!(client.get("timezone"), Some("UTC"));
+        client.set("TimeZone", "UTC"); // same as the base: nothing stored
+        assert!(client.own.is_empty());
+        client.set("TimeZone", "Europe/Paris");
+        assert_eq!(client.get("TimeZone"), Some("Europe/Paris"));
+        assert_eq!(client.iter().count(), 2);
+        assert_eq!(base[0].1, "UTC", "the shared base is never written");
+        client.retain(|n| n == "DateStyle");
+        assert_eq!(
+            client.iter().collect::<Vec<_>>(),
+            vec![("DateStyle", "ISO, MDY")]
+        );
     }
 
     #[test]
