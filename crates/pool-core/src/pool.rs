@@ -18,7 +18,7 @@ use pgtide_config::PoolSettings;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::AcquireError;
-use crate::server::{connect, ParamSet, ServerConn, ServerTarget};
+use crate::server::{connect, Entries, ParamSet, ServerConn, ServerTarget};
 use crate::stats::PoolStats;
 
 /// Which pool: the database name clients use and the client's user name.
@@ -60,7 +60,7 @@ pub struct Pool {
     state: Mutex<PoolState>,
     /// ParameterStatus of the first server, replayed to clients at login before they have a
     /// server of their own (transaction mode binds a server only at the first query).
-    welcome: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    welcome: Mutex<Option<Arc<Entries>>>,
     closed: AtomicBool,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,

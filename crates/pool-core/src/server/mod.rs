@@ -5,7 +5,7 @@ mod connect;
 mod params;
 
 pub use connect::{connect, ServerTarget};
-pub use params::{quote_literal, ParamSet, UNSETTABLE_PARAMS};
+pub use params::{quote_literal, Entries, ParamSet, UNSETTABLE_PARAMS};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

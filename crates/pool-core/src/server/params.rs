@@ -21,7 +21,7 @@ pub const UNSETTABLE_PARAMS: &[&str] = &[
 ];
 
 /// Entries of a [`ParamSet`].
-type Entries = Vec<(String, String)>;
+pub type Entries = Vec<(String, String)>;
 
 /// A small ordered name → value map (a dozen entries; a Vec beats a HashMap here).
 ///
