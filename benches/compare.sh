@@ -7,6 +7,8 @@
 #   --quick (default): 2 interleaved rounds x 10 s per cell, 2000 idle clients
 #   --full:            3 interleaved rounds x 30 s per cell, 10000 idle clients
 #   --out FILE:        also write the markdown report to FILE
+#   COMPARE_ROUNDS, COMPARE_DURATION, COMPARE_IDLE_N (environment) override the mode's values
+#   (COMPARE_ROUNDS=0: no pgbench rounds, only the idle-client test); KEEP_WORK=1 keeps logs.
 #
 # What it does, all on 127.0.0.1, every process started here stopped by PID at the end:
 #  1. cargo build --release -p pgtide (CARGO_TARGET_DIR defaults to /var/cache/pgtide-target);
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --full) MODE=full ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -42,6 +44,15 @@ if [ "$MODE" = full ]; then
 else
     ROUNDS=2; DURATION=10; IDLE_N=2000
 fi
+# Overrides, e.g. COMPARE_ROUNDS=0 COMPARE_IDLE_N=10000 for the idle-client test alone.
+ROUNDS="${COMPARE_ROUNDS:-$ROUNDS}"
+DURATION="${COMPARE_DURATION:-$DURATION}"
+IDLE_N="${COMPARE_IDLE_N:-$IDLE_N}"
+for v in "$ROUNDS" "$DURATION" "$IDLE_N"; do
+    [[ "$v" =~ ^[0-9]+$ ]] || { echo "compare.sh: COMPARE_* values must be integers" >&2; exit 2; }
+done
+[ "$DURATION" -le 600 ] && [ "$ROUNDS" -le 10 ] && [ "$IDLE_N" -le 15000 ] \
+    || { echo "compare.sh: at most 10 rounds of 600 s and 15000 idle clients" >&2; exit 2; }
 CLIENT_COUNTS=(10 100)
 QUERY_MODES=(simple extended)
 THREADS=2
@@ -351,9 +362,11 @@ for target, mode, clients, _round, t, tx, c in rows:
         cpu[(target, key)][0] += float(c)
         cpu[(target, key)][1] += int(tx)
 keys = sorted({(m, c) for (_, (m, c)) in tps}, key=lambda k: (k[0] != "simple", k[1]))
-has_pgb = any(t == "pgbouncer" for (t, _) in tps)
 med = lambda t, k: statistics.median(tps[(t, k)]) if (t, k) in tps else None
 
+if not keys:
+    print("(no pgbench rounds)")
+    print()
 print("| pgbench -S | clients | direct tps | pgbouncer tps | pgtide tps | pgtide/direct | pgtide/pgbouncer |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for k in keys:
