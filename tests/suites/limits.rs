@@ -2,58 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-use pgtide_harness::{free_port, Auth, Cluster, Pgtide, PgtideBuilder};
+use pgtide_harness::{free_port, Auth, Cluster, Pgtide};
 use pgtide_pool_core::FailureClass;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+mod common;
+use common::*;
 
 fn cluster() -> Cluster {
-    Cluster::builder()
-        .auth(Auth::ScramSha256)
-        .user("app", "secret")
-        .database_owned_by("app", "app")
-        .start()
-        .expect("cluster starts")
+    app_cluster(Auth::ScramSha256)
 }
 
 fn pgtide(c: &Cluster, settings: &[(&str, &str)]) -> Pgtide {
-    let mut b = PgtideBuilder::new(c, "app").set("databases.app.password", "secret");
-    for (k, v) in settings {
-        b = b.set(k, v);
-    }
-    b.start().expect("pgtide starts")
+    pgtide_with(c, settings)
 }
 
-async fn try_connect(p: &Pgtide) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(&p.conn_string("app", None, "app"), NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-async fn connect(p: &Pgtide) -> Client {
-    try_connect(p).await.expect("connect through pgtide")
-}
-
-async fn value(c: &Client, sql: &str) -> String {
-    c.simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap()
-}
-
-fn count(p: &Pgtide, class: FailureClass) -> u64 {
-    p.handle().shared().failures.get(class)
-}
-
-fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_else(|| e.to_string())
+async fn try_connect(p: &Pgtide) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_as(p, USER, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

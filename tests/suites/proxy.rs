@@ -11,70 +11,23 @@ use std::time::{Duration, Instant};
 use pgtide_harness::{pg_command, Auth, Cluster, Pgtide, PgtideBuilder};
 use pgtide_pool_core::FailureClass;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::NoTls;
 
-const USER: &str = "app";
-const PASSWORD: &str = "secret";
-const DB: &str = "app";
+mod common;
+use common::*;
 
 fn cluster(auth: Auth) -> Cluster {
-    Cluster::builder()
-        .auth(auth)
-        .user(USER, PASSWORD)
-        .database_owned_by(DB, USER)
-        .start()
-        .expect("cluster starts")
+    app_cluster(auth)
 }
 
 /// pgtide in transaction mode (trust for clients) in front of `cluster`, logging in to the
 /// server with the app password.
 fn pgtide(cluster: &Cluster, max_size: u32) -> Pgtide {
-    PgtideBuilder::new(cluster, DB)
-        .set("databases.app.password", PASSWORD)
-        .set("pool.max_size", &max_size.to_string())
-        .start()
-        .expect("pgtide starts")
-}
-
-async fn connect(p: &Pgtide) -> Client {
-    connect_as(p, USER, None)
-        .await
-        .expect("connect through pgtide")
-}
-
-async fn connect_as(
-    p: &Pgtide,
-    user: &str,
-    password: Option<&str>,
-) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(&p.conn_string(user, password, DB), NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-fn simple_value(rows: &[SimpleQueryMessage]) -> String {
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("a row")
+    pgtide_with(cluster, &[("pool.max_size", &max_size.to_string())])
 }
 
 fn psql(p: &Pgtide, script: &str) -> std::process::Output {
-    let mut child = pg_command("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p.port().to_string(),
-            "-U",
-            USER,
-            DB,
-        ])
+    let mut child = psql_command(p)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -503,19 +456,7 @@ async fn client_killed_mid_transaction_leaves_no_server_in_a_bad_state() {
         .batch_execute("CREATE TABLE victim(x int)")
         .await
         .unwrap();
-    let mut child = pg_command("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p.port().to_string(),
-            "-U",
-            USER,
-            DB,
-        ])
+    let mut child = psql_command(&p)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

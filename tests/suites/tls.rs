@@ -3,13 +3,13 @@
 
 use std::process::Output;
 
-use pgtide_harness::{pg_command, Auth, Cluster, Pgtide, PgtideBuilder};
+use pgtide_harness::{Auth, Cluster, Pgtide, PgtideBuilder};
+
+mod common;
+use common::*;
 
 fn tls_cluster(require: bool) -> Cluster {
-    Cluster::builder()
-        .auth(Auth::ScramSha256)
-        .user("app", "secret")
-        .database_owned_by("app", "app")
+    app_cluster_builder(Auth::ScramSha256)
         .tls(true)
         .require_tls(require)
         .start()
@@ -17,22 +17,10 @@ fn tls_cluster(require: bool) -> Cluster {
 }
 
 fn psql(p: &Pgtide, sslmode: &str, extra: &[(&str, &str)], sql: &str) -> Output {
-    let mut cmd = pg_command("psql");
-    cmd.args([
-        "-X",
-        "-A",
-        "-t",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &p.port().to_string(),
-        "-U",
-        "app",
-        "app",
-    ])
-    .args(["-c", sql])
-    .env("PGSSLMODE", sslmode)
-    .env("PGCONNECT_TIMEOUT", "10");
+    let mut cmd = psql_command(p);
+    cmd.args(["-c", sql])
+        .env("PGSSLMODE", sslmode)
+        .env("PGCONNECT_TIMEOUT", "10");
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -104,12 +92,7 @@ fn tls_on_both_sides_with_verify_full_to_the_server() {
 #[test]
 fn server_tls_failures_are_classified() {
     // A server without TLS while pgtide requires it.
-    let plain = Cluster::builder()
-        .auth(Auth::ScramSha256)
-        .user("app", "secret")
-        .database_owned_by("app", "app")
-        .start()
-        .unwrap();
+    let plain = app_cluster(Auth::ScramSha256);
     let p = PgtideBuilder::new(&plain, "app")
         .set("databases.app.password", "secret")
         .set("databases.app.tls.mode", "require")

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use pgtide_config::Loader;
+use pgtide_config::{Config, ConfigError, Loader};
 
 /// pgtide: a PostgreSQL connection pooler whose pool sizes tune themselves.
 #[derive(Debug, Parser)]
@@ -66,6 +66,17 @@ pub struct ConfigArgs {
 #[error("--set {0:?}: expected KEY=VALUE, e.g. --set pool.max_size=40")]
 pub struct BadSet(pub String);
 
+/// Why the daemon's configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A malformed `--set`.
+    #[error(transparent)]
+    BadSet(#[from] BadSet),
+    /// The layers do not make a valid config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
 /// Applies `--set KEY=VALUE` pairs to a loader.
 pub fn apply_sets(mut loader: Loader, sets: &[String]) -> Result<Loader, BadSet> {
     for s in sets {
@@ -76,6 +87,11 @@ pub fn apply_sets(mut loader: Loader, sets: &[String]) -> Result<Loader, BadSet>
 }
 
 impl ConfigArgs {
+    /// Loads and validates the config these flags describe (at start-up and on every SIGHUP).
+    pub fn load(&self) -> Result<Config, LoadError> {
+        Ok(self.loader()?.load()?)
+    }
+
     /// The loader for these flags: file, environment, then the flags themselves.
     pub fn loader(&self) -> Result<Loader, BadSet> {
         let mut loader = Loader::new();

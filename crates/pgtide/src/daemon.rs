@@ -17,11 +17,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads the config and runs the pooler until a shutdown signal.
 pub fn run(args: &ConfigArgs) -> ExitCode {
-    let config = match args
-        .loader()
-        .map_err(|e| e.to_string())
-        .and_then(|l| l.load().map_err(|e| e.to_string()))
-    {
+    let config = match args.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgtide: {e}");
@@ -72,11 +68,7 @@ async fn reload_on_sighup(handle: ProxyHandle, args: ConfigArgs, mut current: Co
         return;
     };
     while hup.recv().await.is_some() {
-        let loaded = args
-            .loader()
-            .map_err(|e| e.to_string())
-            .and_then(|l| l.load().map_err(|e| e.to_string()));
-        let new = match loaded {
+        let new = match args.load() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected: the running config is unchanged");

@@ -57,12 +57,9 @@ impl ProxyHandle {
     /// here.
     pub fn reload(&self, config: Config) -> Result<(), ProxyError> {
         let auth = Authenticator::load(&config)?;
-        // Reject the whole reload, rather than close a database's pools, when its TLS material
-        // is unusable.
-        for db in config.databases.values() {
-            crate::tls::server_setup(&db.tls, &db.host)?;
-        }
-        self.shared.reload(config, auth);
+        // Unusable TLS material rejects the whole reload rather than closing a database's pools.
+        let server_tls = crate::tls::server_setups(&config)?;
+        self.shared.reload(config, auth, server_tls);
         Ok(())
     }
 }
@@ -72,12 +69,7 @@ impl Proxy {
     pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
         let auth = Authenticator::load(&config)?;
         let acceptor = crate::tls::client_acceptor(&config.pgtide.tls)?;
-        for (name, db) in &config.databases {
-            crate::tls::server_setup(&db.tls, &db.host).map_err(|e| {
-                tracing::error!(database = %name, error = %e, "server TLS setup failed");
-                e
-            })?;
-        }
+        let server_tls = crate::tls::server_setups(&config)?;
         let mut listeners = Vec::new();
         for addr in &config.pgtide.listen {
             let listener = TcpListener::bind(addr)
@@ -89,7 +81,7 @@ impl Proxy {
             listeners.push(listener);
         }
         Ok(Proxy {
-            shared: Shared::new(config, auth, acceptor),
+            shared: Shared::new(config, auth, acceptor, server_tls),
             listeners,
         })
     }
@@ -114,7 +106,6 @@ impl Proxy {
     /// sessions ended or `drain_timeout` passed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut sessions = JoinSet::new();
         let mut accepts = JoinSet::new();
         for listener in self.listeners {
             let shared = self.shared.clone();
@@ -127,25 +118,24 @@ impl Proxy {
             "shutting down: no new clients"
         );
         let _ = stop_tx.send(true);
+        let mut sessions = Vec::new();
         while let Some(done) = accepts.join_next().await {
-            if let Ok(spawned) = done {
-                for s in spawned {
-                    sessions.spawn(async move {
-                        let _ = s.await;
-                    });
-                }
+            if let Ok(set) = done {
+                sessions.push(set);
             }
         }
         let drained = tokio::time::timeout(drain_timeout, async {
-            while sessions.join_next().await.is_some() {}
+            for set in &mut sessions {
+                while set.join_next().await.is_some() {}
+            }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                remaining = sessions.len(),
-                "drain timeout: closing remaining sessions"
-            );
-            sessions.abort_all();
+            let remaining: usize = sessions.iter().map(JoinSet::len).sum();
+            tracing::warn!(remaining, "drain timeout: closing remaining sessions");
+            for set in &mut sessions {
+                set.abort_all();
+            }
         }
         for pool in self.shared.pools() {
             pool.close();
@@ -153,22 +143,21 @@ impl Proxy {
     }
 }
 
-/// Accepts until told to stop; returns the session tasks still running so shutdown can wait.
+/// Accepts until told to stop; returns the sessions still running so shutdown can wait for
+/// them. Finished sessions are reaped as new ones arrive, at constant cost per accept.
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut sessions: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+) -> JoinSet<()> {
+    let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return sessions,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    sessions.retain(|h| !h.is_finished());
-                    let shared = shared.clone();
-                    let rx = stop.clone();
-                    sessions.push(tokio::spawn(handle_client(shared, stream, peer, rx)));
+                    while sessions.try_join_next().is_some() {}
+                    sessions.spawn(handle_client(shared.clone(), stream, peer, stop.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -12,7 +12,7 @@ use crate::cancel::CancelRegistry;
 use crate::failure::FailureCounters;
 use crate::pool::{lock, Pool, PoolKey};
 use crate::server::ServerTarget;
-use crate::tls;
+use crate::tls::ServerTlsSetups;
 use tokio_rustls::TlsAcceptor;
 
 /// The process-wide state.
@@ -29,6 +29,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Failures by class (also exported as `pgtide_failures_total`).
     pub failures: Arc<FailureCounters>,
+    /// Server TLS per database, built with the config it belongs to (swapped on reload).
+    server_tls: RwLock<Arc<ServerTlsSetups>>,
     /// Client TLS (bound at start-up; changing it needs a restart).
     pub tls_acceptor: Option<TlsAcceptor>,
 }
@@ -48,8 +50,10 @@ impl Shared {
         config: Config,
         auth: Authenticator,
         tls_acceptor: Option<TlsAcceptor>,
+        server_tls: ServerTlsSetups,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            server_tls: RwLock::new(Arc::new(server_tls)),
             tls_acceptor,
             failures: Arc::new(FailureCounters::default()),
             config: RwLock::new(Arc::new(config)),
@@ -93,16 +97,9 @@ impl Shared {
         let target = self.target_for(&config, &key, &settings)?;
         let mut pools = lock(&self.pools);
         let pool = pools
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| {
-                let pool = Pool::new(
-                    PoolKey {
-                        database: database.to_owned(),
-                        user: user.to_owned(),
-                    },
-                    target,
-                    settings,
-                );
+                let pool = Pool::new(key, target, settings);
                 spawn_maintenance(Arc::downgrade(&pool));
                 pool
             })
@@ -112,8 +109,9 @@ impl Shared {
 
     /// Installs a new config (and users) live: pools of removed databases close, the others
     /// take their new limits without dropping clients.
-    pub fn reload(&self, config: Config, auth: Authenticator) {
+    pub fn reload(&self, config: Config, auth: Authenticator, server_tls: ServerTlsSetups) {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+        *self.server_tls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(server_tls);
         let mut pools = lock(&self.pools);
         pools.retain(
             |key, pool| match config.pool_settings(&key.database, &key.user) {
@@ -153,13 +151,12 @@ impl Shared {
         if let Some(t) = settings.statement_timeout.non_zero() {
             startup_params.push(("statement_timeout".to_owned(), t.as_millis().to_string()));
         }
-        let tls = match tls::server_setup(&db.tls, &db.host) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(database = %key.database, error = %e, "server TLS setup failed");
-                return None;
-            }
-        };
+        let tls = self
+            .server_tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.database)
+            .cloned();
         Some(ServerTarget {
             tls,
             host: db.host.clone(),

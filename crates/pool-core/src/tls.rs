@@ -1,11 +1,12 @@
 //! TLS material: the acceptor for clients (`[pgtide.tls]`) and connectors for servers
 //! (`[databases.NAME.tls]`, with SNI — Neon routes connections by it).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use pgtide_config::{ClientTls, ClientTlsMode, ServerTls, ServerTlsMode};
+use pgtide_config::{ClientTls, ClientTlsMode, Config, ServerTls, ServerTlsMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -91,6 +92,21 @@ impl fmt::Debug for ServerTlsSetup {
             .field("server_name", &self.server_name)
             .finish()
     }
+}
+
+/// Server TLS setups by database name (databases with TLS disabled are absent).
+pub type ServerTlsSetups = HashMap<String, ServerTlsSetup>;
+
+/// Builds every database's server TLS setup once per config load (start-up, reload): files are
+/// read and checked then, not at each pool creation, and a bad one rejects the whole config.
+pub fn server_setups(config: &Config) -> Result<ServerTlsSetups, TlsSetupError> {
+    let mut setups = HashMap::new();
+    for (name, db) in &config.databases {
+        if let Some(setup) = server_setup(&db.tls, &db.host)? {
+            setups.insert(name.clone(), setup);
+        }
+    }
+    Ok(setups)
 }
 
 /// The server-side TLS setup for a database, or `None` when its TLS is disabled.

@@ -23,6 +23,7 @@ use crate::server::ParamSet;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use pgtide_config::ClientTlsMode;
+use pgtide_protocol::stream::StreamScanner;
 
 /// A client that has not finished its startup packet in this long is dropped (slowloris).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -97,7 +98,8 @@ async fn login(
             return None;
         }
     };
-    if !stream.is_tls() && shared.config().pgtide.tls.mode == ClientTlsMode::Require {
+    let config = shared.config();
+    if !stream.is_tls() && config.pgtide.tls.mode == ClientTlsMode::Require {
         shared.failures.record("-", FailureClass::ClientAuthFailed);
         tracing::info!(client = %peer, class = %FailureClass::ClientAuthFailed, "client without TLS refused");
         fatal(
@@ -133,7 +135,6 @@ async fn login(
         .await;
         return None;
     }
-    let config = shared.config();
     if !config.databases.contains_key(&database) {
         shared.failures.record("-", FailureClass::ClientAuthFailed);
         tracing::info!(client = %peer, %database, %user, class = %FailureClass::ClientAuthFailed, "unknown database");
@@ -205,20 +206,17 @@ async fn login(
         .await;
         return None;
     }
-    let max_message = config.pgtide.max_message_size as usize;
-    let mode = pool.settings().mode;
-    drop(config);
-    Some(Session::new(
-        shared.failures.clone(),
+    Some(Session {
+        failures: shared.failures.clone(),
+        mode: pool.settings().mode,
         pool,
-        mode,
-        stream,
+        client: stream,
         peer,
         params,
-        registration,
-        max_message,
+        cancel: registration,
+        client_scan: StreamScanner::new(config.pgtide.max_message_size as usize),
         shutdown,
-    ))
+    })
 }
 
 /// Reads the startup packet, answering SSL and GSS requests and serving cancel requests.

@@ -20,9 +20,7 @@ use bytes::BytesMut;
 use pgtide_config::PoolMode;
 use pgtide_protocol::frame::MAX_FRAME_LEN;
 use pgtide_protocol::stream::StreamScanner;
-use pgtide_protocol::{
-    encode, tag, take_frame, BackendMessage, ProtocolError, SqlState, TransactionStatus,
-};
+use pgtide_protocol::{encode, tag, BackendMessage, ProtocolError, SqlState, TransactionStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -121,44 +119,20 @@ enum Unbind {
 
 /// One client's session after login.
 pub struct Session {
-    failures: Arc<FailureCounters>,
-    pool: Arc<Pool>,
-    mode: PoolMode,
-    client: Stream,
-    peer: SocketAddr,
+    pub(super) failures: Arc<FailureCounters>,
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) client: Stream,
+    pub(super) peer: SocketAddr,
     /// The settings this client's session has, re-applied on each server it lands on.
-    params: ParamSet,
-    cancel: CancelRegistration,
-    client_scan: StreamScanner,
-    shutdown: watch::Receiver<bool>,
+    pub(super) params: ParamSet,
+    pub(super) cancel: CancelRegistration,
+    /// Delimits client messages; its limit is `pgtide.max_message_size`.
+    pub(super) client_scan: StreamScanner,
+    pub(super) shutdown: watch::Receiver<bool>,
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        failures: Arc<FailureCounters>,
-        pool: Arc<Pool>,
-        mode: PoolMode,
-        client: Stream,
-        peer: SocketAddr,
-        params: ParamSet,
-        cancel: CancelRegistration,
-        max_message: usize,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            failures,
-            pool,
-            mode,
-            client,
-            peer,
-            params,
-            cancel,
-            client_scan: StreamScanner::new(max_message),
-            shutdown,
-        }
-    }
-
     /// Runs until the client leaves or the session has to end.
     pub(super) async fn run(mut self) {
         loop {
@@ -288,6 +262,7 @@ impl Session {
         }
         let mut sbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
+        // Read when the transaction starts, so limits changed live apply to the next one.
         let settings = self.pool.settings();
         let query_timeout = settings.query_timeout.non_zero();
         let idle_tx_timeout = settings.idle_in_transaction_timeout.non_zero();
@@ -472,55 +447,21 @@ impl Session {
         let Some(sql) = ParamSet::sync_query(&self.params, &server.params) else {
             return Ok(());
         };
-        let mut out = BytesMut::with_capacity(sql.len() + 8);
-        encode::query(&mut out, &sql);
-        server
-            .stream
-            .write_all(&out)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut inbuf = BytesMut::with_capacity(1024);
-        loop {
-            let frame = loop {
-                if let Some(f) = take_frame(&mut inbuf, MAX_FRAME_LEN).map_err(|e| e.to_string())? {
-                    break f;
-                }
-                if server
-                    .stream
-                    .read_buf(&mut inbuf)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    == 0
-                {
-                    return Err("server closed the connection".into());
-                }
-            };
-            match pgtide_protocol::backend::decode(frame[0], &frame[5..]) {
-                Ok(BackendMessage::ParameterStatus { name, value }) => {
-                    server.params.set(name, value);
-                    // Keep the server's spelling ("UTC" for "utc") so the next comparison agrees.
-                    self.params.set(name, value);
-                }
-                Ok(BackendMessage::ErrorResponse(fields)) => {
-                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, error = %fields, "re-applying client settings failed");
-                }
-                Ok(BackendMessage::ReadyForQuery(status)) => {
-                    return if status == TransactionStatus::Idle && inbuf.is_empty() {
-                        // Record what was set even when the server does not report it.
-                        for (name, value) in self.params.iter() {
-                            if server.params.get(name) != Some(value) {
-                                server.params.set(name, value);
-                            }
-                        }
-                        Ok(())
-                    } else {
-                        Err("server in an unexpected state after SET".into())
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+        let params = &mut self.params;
+        // Keep the server's spelling ("UTC" for "utc") so the next comparison agrees.
+        let error = server
+            .run_own_query(&sql, |name, value| params.set(name, value))
+            .await?;
+        if let Some(fields) = error {
+            tracing::warn!(pool = %self.pool.name(), client = %self.peer, error = %fields, "re-applying client settings failed");
+        }
+        // Record what was set even when the server does not report it.
+        for (name, value) in self.params.iter() {
+            if server.params.get(name) != Some(value) {
+                server.params.set(name, value);
             }
         }
+        Ok(())
     }
 
     /// Ends a session: the server goes back (after the reset query in session mode) or is
@@ -617,42 +558,15 @@ fn scan_server(
     )
 }
 
-/// Runs the reset query (session mode) and reports whether the server ended idle.
+/// Runs the reset query (session mode) and reports whether the server ended clean and idle.
 async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
-    let mut out = BytesMut::with_capacity(sql.len() + 8);
-    encode::query(&mut out, sql);
-    if server.stream.write_all(&out).await.is_err() {
-        return false;
-    }
-    let mut inbuf = BytesMut::with_capacity(1024);
-    let mut failed = false;
-    loop {
-        let frame = loop {
-            match take_frame(&mut inbuf, MAX_FRAME_LEN) {
-                Ok(Some(f)) => break f,
-                Ok(None) => {}
-                Err(_) => return false,
-            }
-            match server.stream.read_buf(&mut inbuf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            }
-        };
-        match pgtide_protocol::backend::decode(frame[0], &frame[5..]) {
-            Ok(BackendMessage::ParameterStatus { name, value }) => server.params.set(name, value),
-            Ok(BackendMessage::ErrorResponse(_)) => failed = true,
-            Ok(BackendMessage::ReadyForQuery(status)) => {
-                // Settings pgtide SET that the server does not report are gone after a reset;
-                // forget them so the next client's values are applied again.
-                server
-                    .params
-                    .retain(|name| REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name)));
-                return !failed && status == TransactionStatus::Idle && inbuf.is_empty();
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
+    let clean = matches!(server.run_own_query(sql, |_, _| {}).await, Ok(None));
+    // Settings pgtide SET that the server does not report are gone after a reset; forget them
+    // so the next client's values are applied again.
+    server
+        .params
+        .retain(|name| REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name)));
+    clean
 }
 
 /// A deadline for disabled timer branches (never polled).

@@ -2,6 +2,7 @@
 //! about it while it sits in a pool.
 
 mod connect;
+mod own_query;
 mod params;
 
 pub use connect::{connect, ServerTarget};

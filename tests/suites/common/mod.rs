@@ -1,0 +1,101 @@
+//! Helpers every integration suite shares: the `app` database and user on a harness cluster,
+//! pgtide in front of it, and clients (tokio-postgres, psql) through it. Included with
+//! `mod common;`; each suite uses a subset, hence the dead-code allowance.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+use pgtide_harness::{pg_command, Auth, Cluster, ClusterBuilder, Pgtide, PgtideBuilder};
+use pgtide_pool_core::FailureClass;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The application user (with a password) and the database it owns.
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "secret";
+pub const DB: &str = "app";
+
+/// A cluster builder with the app user and database, authenticated by `auth`.
+pub fn app_cluster_builder(auth: Auth) -> ClusterBuilder {
+    Cluster::builder()
+        .auth(auth)
+        .user(USER, PASSWORD)
+        .database_owned_by(DB, USER)
+}
+
+/// A started cluster with the app user and database.
+pub fn app_cluster(auth: Auth) -> Cluster {
+    app_cluster_builder(auth).start().expect("cluster starts")
+}
+
+/// pgtide (trust for clients, transaction mode unless set) in front of `cluster`, logging in
+/// to the server with the app password, with `settings` as `--set` pairs.
+pub fn pgtide_with(cluster: &Cluster, settings: &[(&str, &str)]) -> Pgtide {
+    let mut b = PgtideBuilder::new(cluster, DB).set("databases.app.password", PASSWORD);
+    for (k, v) in settings {
+        b = b.set(k, v);
+    }
+    b.start().expect("pgtide starts")
+}
+
+/// A tokio-postgres client through pgtide as `user`.
+pub async fn connect_as(
+    p: &Pgtide,
+    user: &str,
+    password: Option<&str>,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&p.conn_string(user, password, DB), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A tokio-postgres client through pgtide as the app user.
+pub async fn connect(p: &Pgtide) -> Client {
+    connect_as(p, USER, None)
+        .await
+        .expect("connect through pgtide")
+}
+
+/// The first column of the first row of a simple query's answer.
+pub fn simple_value(rows: &[SimpleQueryMessage]) -> String {
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// Runs `sql` and returns its first value.
+pub async fn value(c: &Client, sql: &str) -> String {
+    simple_value(&c.simple_query(sql).await.unwrap())
+}
+
+/// The server's message for a database error, or the error's text.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Failures of `class` counted by pgtide.
+pub fn count(p: &Pgtide, class: FailureClass) -> u64 {
+    p.handle().shared().failures.get(class)
+}
+
+/// psql through pgtide as the app user, unaligned and tuples-only; callers add input and stdio.
+pub fn psql_command(p: &Pgtide) -> Command {
+    let mut cmd = pg_command("psql");
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p.port().to_string(),
+        "-U",
+        USER,
+        DB,
+    ]);
+    cmd
+}
