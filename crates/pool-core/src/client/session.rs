@@ -267,10 +267,13 @@ impl Session {
         let query_timeout = settings.query_timeout.non_zero();
         let idle_tx_timeout = settings.idle_in_transaction_timeout.non_zero();
         // When the oldest unanswered sync point was sent, for query_timeout.
-        let mut query_started = (p.pending > 0).then(Instant::now);
+        // Clocks are read only for the timeouts that are on: the hot path pays nothing otherwise.
+        let mut query_started = (p.pending > 0 && query_timeout.is_some()).then(Instant::now);
         let mut cancel_sent = false;
         // When the last ReadyForQuery arrived, for idle_in_transaction_timeout.
         let mut last_ready = Instant::now();
+        // Deadline of the timer branch while it is disabled (never polled).
+        let never = far_future();
         loop {
             let deadline = if p.pending > 0 {
                 query_timeout
@@ -282,7 +285,7 @@ impl Session {
             } else {
                 None
             };
-            let timer = deadline.map_or_else(far_future, tokio::time::Instant::from_std);
+            let timer = deadline.map_or(never, tokio::time::Instant::from_std);
             if p.terminated && p.pending == 0 {
                 return Unbind::ClientGone {
                     reusable: p.server_idle() && server_scan.at_boundary(),
@@ -305,7 +308,9 @@ impl Session {
                     if p.pending == 0 {
                         query_started = None;
                         cancel_sent = false;
-                        last_ready = Instant::now();
+                        if idle_tx_timeout.is_some() {
+                            last_ready = Instant::now();
+                        }
                     }
                     if let Err(e) = scanned {
                         return Unbind::ServerGone { class: FailureClass::ProtocolViolation, error: e.to_string() };
@@ -340,7 +345,7 @@ impl Session {
                     if let Err(e) = self.scan_client(&mut cbuf, p) {
                         return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
                     }
-                    if p.pending > 0 && query_started.is_none() {
+                    if p.pending > 0 && query_started.is_none() && query_timeout.is_some() {
                         query_started = Some(Instant::now());
                     }
                     if !cbuf.is_empty() {
