@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::duration::HumanDuration;
 use crate::pool::PoolMode;
 use crate::secret::Secret;
 
@@ -44,6 +45,12 @@ pub struct General {
     /// Largest client or server message pgtide accepts, in bytes; bigger ones are refused with
     /// 08P01/54000 (PostgreSQL itself allows 1 GiB). Default 64 MiB.
     pub max_message_size: u32,
+    /// Connects in a row to one server address that must fail before its circuit breaker
+    /// opens and clients fail fast instead of waiting (0 = never). Default 3.
+    pub breaker_threshold: u32,
+    /// Longest pause between probes of a server whose breaker is open (probes start at 100ms
+    /// and double). Default 10s; must be > 0.
+    pub breaker_max_backoff: HumanDuration,
 }
 
 impl Default for General {
@@ -56,6 +63,8 @@ impl Default for General {
             auth_query: None,
             tls: ClientTls::default(),
             max_message_size: 64 * 1024 * 1024,
+            breaker_threshold: 3,
+            breaker_max_backoff: HumanDuration::from_secs(10),
         }
     }
 }

@@ -81,6 +81,9 @@ fn general(config: &Config, out: &mut Vec<Problem>) {
             format!("must be at least 8192 bytes, got {}", g.max_message_size),
         ));
     }
+    if g.breaker_max_backoff.is_zero() {
+        out.push(Problem::new("pgtide.breaker_max_backoff", "must be > 0"));
+    }
     if g.auth_type != AuthType::Trust && g.auth_file.is_none() && g.auth_query.is_none() {
         out.push(Problem::new(
             "pgtide.auth_file",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgtide_protocol::{ErrorFields, ProtocolError, SqlState};
 
 use crate::failure::FailureClass;
+use crate::report::Failure;
 
 /// Opening or using a server connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,31 @@ impl ServerError {
         }
     }
 
+    /// The server address involved, once one was resolved.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            ServerError::ConnectTimeout { .. } | ServerError::Dns { .. } => None,
+            ServerError::Connect { addr, .. }
+            | ServerError::Refused { addr, .. }
+            | ServerError::NoPassword { addr, .. }
+            | ServerError::UnsupportedAuth { addr, .. }
+            | ServerError::Tls { addr, .. }
+            | ServerError::Lost { addr, .. }
+            | ServerError::Protocol { addr, .. } => Some(*addr),
+        }
+    }
+
+    /// The errno or the server's SQLSTATE, as text for logs and events.
+    pub fn code(&self) -> Option<String> {
+        match self {
+            ServerError::Connect { source, .. } | ServerError::Lost { source, .. } => {
+                source.raw_os_error().map(|n| format!("errno {n}"))
+            }
+            ServerError::Refused { fields, .. } => fields.code.map(|c| c.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
     /// The SQLSTATE to show the client: the server's own when it sent one.
     pub fn sqlstate(&self) -> SqlState {
         match self {
@@ -144,6 +170,35 @@ pub enum AcquireError {
         /// Why.
         source: ServerError,
     },
+    /// Connects to the pool's server keep failing: the circuit breaker is open and clients
+    /// fail fast while pgtide probes.
+    #[error("pool {pool}: server {server} is unavailable ({class}: {reason}); failing fast for the last {open_for:.1?} while pgtide probes it")]
+    Unavailable {
+        /// `database/user`.
+        pool: String,
+        /// `host:port`.
+        server: String,
+        /// The class of the connect failures that opened the breaker.
+        class: FailureClass,
+        /// The last connect failure.
+        reason: String,
+        /// How long the breaker has been open.
+        open_for: Duration,
+    },
+    /// A per-database or per-user connection cap stayed full for `acquire_timeout`.
+    #[error("pool {pool} exhausted: {cap} ({limit}) reached and no connection was freed within acquire_timeout {timeout:?} (waited {waited:?})")]
+    CapReached {
+        /// `database/user`.
+        pool: String,
+        /// Which cap, e.g. `max_db_connections of database app`.
+        cap: String,
+        /// Its value.
+        limit: u32,
+        /// The limit waited against.
+        timeout: Duration,
+        /// How long this client waited.
+        waited: Duration,
+    },
     /// The pool was removed (database dropped from the config) or pgtide is shutting down.
     #[error("pool {pool} is closed")]
     Closed {
@@ -156,8 +211,11 @@ impl AcquireError {
     /// The one class this failure belongs to.
     pub fn class(&self) -> FailureClass {
         match self {
-            AcquireError::Timeout { .. } => FailureClass::AcquireTimeout,
+            AcquireError::Timeout { .. } | AcquireError::CapReached { .. } => {
+                FailureClass::AcquireTimeout
+            }
             AcquireError::Server { source, .. } => source.class(),
+            AcquireError::Unavailable { class, .. } => *class,
             AcquireError::Closed { .. } => FailureClass::ServerShutdown,
         }
     }
@@ -170,8 +228,31 @@ impl AcquireError {
         }
     }
 
+    /// The failure report for this error, with the server, code and wait it knows; `message`
+    /// is what the client is told (usually `self.to_string()`).
+    pub fn failure<'a>(&'a self, pool: &'a str, message: &'a str) -> Failure<'a> {
+        let mut f = Failure::new(pool, self.class(), message);
+        match self {
+            AcquireError::Timeout { waited, .. } | AcquireError::CapReached { waited, .. } => {
+                f = f.elapsed(*waited)
+            }
+            AcquireError::Unavailable { open_for, .. } => f = f.elapsed(*open_for),
+            AcquireError::Server { source, .. } => {
+                if let Some(addr) = source.addr() {
+                    f = f.server(addr);
+                }
+                f = f.code(source.code());
+            }
+            AcquireError::Closed { .. } => {}
+        }
+        f
+    }
+
     /// A hint that tells the client's operator what to look at.
     pub fn hint(&self) -> &'static str {
+        if let AcquireError::CapReached { .. } = self {
+            return "Other pools of this database or user hold every allowed server connection. Raise max_db_connections / max_user_connections, or shrink the other pools.";
+        }
         match self.class() {
             FailureClass::AcquireTimeout => "All server connections of this pool stayed busy. Look for long transactions, raise max_size, or raise acquire_timeout.",
             FailureClass::ConnectRefused | FailureClass::ConnectUnreachable | FailureClass::ConnectTimeout | FailureClass::DnsFailure => "pgtide cannot reach the database server; check that it is up and that host/port in the pgtide config are right.",

@@ -197,22 +197,17 @@ mod tests {
     }
 }
 
-/// Failures counted by class, process-wide: the numbers behind `pgtide_failures_total` that
-/// tests and the admin API can read without a metrics recorder.
-#[derive(Debug, Default)]
-pub struct FailureCounters([std::sync::atomic::AtomicU64; FailureClass::ALL.len()]);
-
-impl FailureCounters {
-    /// Counts one failure of `class` in `pool` (`database/user`, or `-` before a pool is known)
-    /// and increments the `pgtide_failures_total{pool,class}` metric.
-    pub fn record(&self, pool: &str, class: FailureClass) {
-        self.0[class as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("pgtide_failures_total", "pool" => pool.to_owned(), "class" => class.as_str())
-            .increment(1);
-    }
-
-    /// Failures of `class` so far.
-    pub fn get(&self, class: FailureClass) -> u64 {
-        self.0[class as usize].load(std::sync::atomic::Ordering::Relaxed)
+impl FailureClass {
+    /// True for failures on pgtide's side of the pool or the server's (logged as warnings);
+    /// false for what a client did (logged as info).
+    pub const fn is_server_side(self) -> bool {
+        !matches!(
+            self,
+            FailureClass::ClientIdleTimeout
+                | FailureClass::IdleInTransactionTimeout
+                | FailureClass::ClientLimit
+                | FailureClass::ClientAuthFailed
+                | FailureClass::ProtocolViolation
+        )
     }
 }

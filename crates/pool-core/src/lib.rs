@@ -7,21 +7,28 @@
 //! - `auth` — client authentication against the auth file ([`Authenticator`]).
 //! - `server` — opening and authenticating server connections; session parameter tracking.
 //! - `pool` — one (database, user) pool: FIFO-fair checkout, live resize, idle sweep.
+//! - `breaker` — fail fast, then probe: a circuit breaker per server address.
+//! - `budget` — caps shared by pools (`max_db_connections`, `max_user_connections`).
 //! - `shared` — process-wide state (config, users, pools, cancel keys); no globals.
 //! - `cancel` — pgtide's own BackendKeyData and CancelRequest forwarding.
 //! - `stats` — lock-free per-pool counters (the adaptive controller's signals).
 //! - `failure`, `error` — the failure classes and the typed errors that carry them.
+//! - `report`, `events` — one call per failure: counter, rate-limited log line, event ring.
 //! - `io` — whole-frame reads for the startup/auth phases.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod breaker;
+pub mod budget;
 pub mod cancel;
 mod client;
 pub mod error;
+pub mod events;
 pub mod failure;
 mod io;
 pub mod pool;
 pub mod proxy;
+pub mod report;
 pub mod server;
 pub mod shared;
 pub mod stats;
@@ -31,6 +38,7 @@ pub mod tls;
 pub use auth::Authenticator;
 pub use error::{AcquireError, ServerError};
 pub use failure::FailureClass;
+pub use report::{Failure, Failures};
 pub use pool::{Pool, PoolKey};
 pub use proxy::{Proxy, ProxyError, ProxyHandle};
 pub use shared::Shared;

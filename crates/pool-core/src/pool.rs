@@ -15,11 +15,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pgtide_config::PoolSettings;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::breaker::Breaker;
+use crate::budget::ConnCap;
 use crate::error::AcquireError;
+use crate::report::Failures;
 use crate::server::{connect, Entries, ParamSet, ServerConn, ServerTarget};
 use crate::stats::PoolStats;
+
+/// What a pool shares with the rest of the process.
+#[derive(Debug, Clone)]
+pub struct PoolEnv {
+    /// Where failures seen without a client (maintenance, probes) are reported.
+    pub failures: Arc<Failures>,
+    /// Caps across pools (`max_db_connections`, `max_user_connections`) this pool counts against.
+    pub caps: Vec<Arc<ConnCap>>,
+}
 
 /// Which pool: the database name clients use and the client's user name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +74,9 @@ pub struct Pool {
     /// server of their own (transaction mode binds a server only at the first query).
     welcome: Mutex<Option<Arc<Entries>>>,
     closed: AtomicBool,
+    env: PoolEnv,
+    /// Wakes the maintenance task early when the pool fell below `min_size`.
+    refill: Arc<Notify>,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
 }
@@ -101,9 +116,14 @@ impl Drop for Checkout {
 impl Pool {
     /// A new, empty pool. Connections are opened on demand (and up to `min_size` by
     /// [`Pool::maintain`]).
-    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        env: PoolEnv,
+    ) -> Arc<Pool> {
         let max = settings.max_size;
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             name: key.to_string(),
             key,
             target: Mutex::new(Arc::new(target)),
@@ -117,8 +137,14 @@ impl Pool {
             }),
             welcome: Mutex::new(None),
             closed: AtomicBool::new(false),
+            env,
+            refill: Arc::new(Notify::new()),
             stats: PoolStats::default(),
-        })
+        });
+        for cap in &pool.env.caps {
+            cap.join(Arc::downgrade(&pool));
+        }
+        pool
     }
 
     /// The pool's key.
@@ -211,51 +237,31 @@ impl Pool {
         self.closed.load(Relaxed)
     }
 
-    /// Waits (FIFO, at most `acquire_timeout`) for a server and checks it out.
+    /// Waits (FIFO, at most `acquire_timeout`) for a server and checks it out. Fails fast
+    /// when the server's circuit breaker is open and no idle server is left.
     pub async fn acquire(self: &Arc<Self>) -> Result<Checkout, AcquireError> {
         let settings = self.settings();
         let start = Instant::now();
+        let deadline = start + settings.acquire_timeout.get();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
             Err(TryAcquireError::NoPermits) => {
                 self.stats.waiting.fetch_add(1, Relaxed);
-                let waited = tokio::time::timeout(
-                    settings.acquire_timeout.get(),
-                    self.permits.clone().acquire_owned(),
-                )
-                .await;
-                let still_waiting = self.stats.waiting.fetch_sub(1, Relaxed) - 1;
-                match waited {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(self.closed_error()),
-                    Err(_) => {
-                        self.stats.acquire_timeouts.fetch_add(1, Relaxed);
-                        return Err(AcquireError::Timeout {
-                            pool: self.name.clone(),
-                            timeout: settings.acquire_timeout.get(),
-                            waited: start.elapsed(),
-                            waiting: still_waiting,
-                            active: self.stats.active.load(Relaxed),
-                            max_size: settings.max_size,
-                        });
-                    }
-                }
+                let waited = self.wait_for_permit(&settings, start, deadline).await;
+                self.stats.waiting.fetch_sub(1, Relaxed);
+                waited?
             }
         };
         let conn = match self.take_idle() {
             Some(conn) => conn,
-            None => {
-                lock(&self.state).open += 1;
-                match self.open_conn().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        lock(&self.state).open -= 1;
-                        self.return_permit(permit);
-                        return Err(e);
-                    }
+            None => match self.open_new(deadline, start).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.return_permit(permit);
+                    return Err(e);
                 }
-            }
+            },
         };
         self.stats.record_acquire(start.elapsed());
         self.stats.active.fetch_add(1, Relaxed);
@@ -265,6 +271,126 @@ impl Pool {
             pool: self.clone(),
             acquired_at: Instant::now(),
         })
+    }
+
+    /// Queued part of [`Pool::acquire`]: keeps its FIFO place until a permit comes, the
+    /// deadline passes, or the breaker opens while no idle server is left.
+    async fn wait_for_permit(
+        &self,
+        settings: &PoolSettings,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, AcquireError> {
+        let target = self.target();
+        let breaker = &target.breaker;
+        let queued = self.permits.clone().acquire_owned();
+        tokio::pin!(queued);
+        loop {
+            let opened = breaker.opened();
+            if breaker.is_open() && self.idle_count() == 0 {
+                if let Some(e) = breaker.fail_fast(&self.name) {
+                    return Err(e);
+                }
+            }
+            tokio::select! {
+                biased;
+                r = &mut queued => return r.map_err(|_| self.closed_error()),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.stats.acquire_timeouts.fetch_add(1, Relaxed);
+                    return Err(AcquireError::Timeout {
+                        pool: self.name.clone(),
+                        timeout: settings.acquire_timeout.get(),
+                        waited: start.elapsed(),
+                        // This client has not left the queue yet.
+                        waiting: self.stats.waiting.load(Relaxed).saturating_sub(1),
+                        active: self.stats.active.load(Relaxed),
+                        max_size: settings.max_size,
+                    });
+                }
+                _ = opened => {}
+            }
+        }
+    }
+
+    /// Opens a new server under a permit the caller holds: breaker check, then the caps shared
+    /// with other pools, then the connect itself.
+    async fn open_new(
+        self: &Arc<Self>,
+        deadline: Instant,
+        start: Instant,
+    ) -> Result<ServerConn, AcquireError> {
+        let target = self.target();
+        if let Some(e) = target.breaker.fail_fast(&self.name) {
+            self.spawn_probe(&target);
+            return Err(e);
+        }
+        self.take_caps(Some(deadline), start).await?;
+        lock(&self.state).open += 1;
+        match self.open_conn(&target).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                lock(&self.state).open -= 1;
+                self.give_caps();
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a slot from every cap, reclaiming idle servers of sibling pools and waiting (up to
+    /// `deadline`; `None` = do not wait) when one is full.
+    async fn take_caps(&self, deadline: Option<Instant>, start: Instant) -> Result<(), AcquireError> {
+        for (i, cap) in self.env.caps.iter().enumerate() {
+            loop {
+                let freed = cap.freed();
+                if cap.try_take() {
+                    break;
+                }
+                if cap.reclaim_idle(self) {
+                    continue;
+                }
+                let timed_out = match deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), freed).await.is_err(),
+                    None => true,
+                };
+                if timed_out {
+                    for taken in &self.env.caps[..i] {
+                        taken.give();
+                    }
+                    return Err(AcquireError::CapReached {
+                        pool: self.name.clone(),
+                        cap: cap.describe().to_owned(),
+                        limit: cap.limit(),
+                        timeout: self.settings().acquire_timeout.get(),
+                        waited: start.elapsed(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn give_caps(&self) {
+        for cap in &self.env.caps {
+            cap.give();
+        }
+    }
+
+    /// Closes the oldest idle server, if any (a sibling pool under a shared cap needs the slot).
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut st = lock(&self.state);
+            let Some(conn) = st.idle.pop_front() else {
+                return false;
+            };
+            st.open -= 1;
+            conn
+        };
+        self.close_conn(conn);
+        true
+    }
+
+    fn idle_count(&self) -> usize {
+        lock(&self.state).idle.len()
     }
 
     /// Returns a server. `reusable` is the session's verdict: the server is idle (ReadyForQuery
@@ -291,8 +417,9 @@ impl Pool {
 
     /// One maintenance pass (run every `evict_interval`): closes idle servers past
     /// `idle_timeout` (never below `min_size`) or past their lifetime, then opens servers up to
-    /// `min_size`. Opening happens under a permit, so it can never exceed `max_size`.
-    pub async fn maintain(self: &Arc<Self>) {
+    /// `min_size`. Opening happens under a permit, so it can never exceed `max_size`. Returns
+    /// false when the pool is still below `min_size` (the caller retries with backoff).
+    pub async fn maintain(self: &Arc<Self>) -> bool {
         let settings = self.settings();
         let now = Instant::now();
         let stale: Vec<ServerConn> = {
@@ -306,7 +433,9 @@ impl Pool {
                     .non_zero()
                     .is_some_and(|t| idle_for >= t)
                     && st.open > settings.min_size;
-                if conn.expired(now) || idle_expired {
+                // A server that died while idle (terminated, restarted) is dropped here, so
+                // the pool refills to min_size before a client trips over it.
+                if conn.expired(now) || idle_expired || !conn.stream.looks_alive() {
                     st.open -= 1;
                     stale.push(conn);
                 } else {
@@ -319,21 +448,34 @@ impl Pool {
         for conn in stale {
             self.close_conn(conn);
         }
+        let target = self.target();
         while !self.closed.load(Relaxed) && lock(&self.state).open < settings.min_size {
+            if target.breaker.is_open() {
+                // The probe decides when connecting makes sense again.
+                self.spawn_probe(&target);
+                return false;
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
+            if self.take_caps(None, now).await.is_err() {
+                self.return_permit(permit);
+                return false;
+            }
             lock(&self.state).open += 1;
-            match self.open_conn().await {
+            match self.open_conn(&target).await {
                 Ok(conn) => self.give_back(conn, Some(permit), None, true),
                 Err(e) => {
                     lock(&self.state).open -= 1;
+                    self.give_caps();
                     self.return_permit(permit);
-                    tracing::warn!(pool = %self.name, class = %e.class(), error = %e, "cannot open min_size connection");
-                    break;
+                    let message = format!("cannot open a min_size connection: {e}");
+                    self.env.failures.report(e.failure(&self.name, &message));
+                    return false;
                 }
             }
         }
+        true
     }
 
     fn closed_error(&self) -> AcquireError {
@@ -355,10 +497,10 @@ impl Pool {
         }
     }
 
-    async fn open_conn(&self) -> Result<ServerConn, AcquireError> {
-        let target = self.target();
-        match connect(&target).await {
+    async fn open_conn(self: &Arc<Self>, target: &ServerTarget) -> Result<ServerConn, AcquireError> {
+        match connect(target).await {
             Ok(conn) => {
+                target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
                 let mut welcome = lock(&self.welcome);
                 if welcome.is_none() {
@@ -368,12 +510,57 @@ impl Pool {
             }
             Err(source) => {
                 self.stats.connect_failures.fetch_add(1, Relaxed);
+                if target.breaker.on_failure(source.class(), &source.to_string()) {
+                    self.spawn_probe(target);
+                }
                 Err(AcquireError::Server {
                     pool: self.name.clone(),
                     source,
                 })
             }
         }
+    }
+
+    /// Probes the server behind an open breaker with backoff and jitter until a connect
+    /// succeeds (one probe per address; the probe connection is closed at once and the pools
+    /// refill on their own).
+    fn spawn_probe(self: &Arc<Self>, target: &ServerTarget) {
+        let breaker: Arc<Breaker> = target.breaker.clone();
+        if !breaker.start_probing() {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(breaker.next_probe_delay()).await;
+                if !breaker.is_open() {
+                    break;
+                }
+                let Some(target) = pool.upgrade().filter(|p| !p.is_closed()).map(|p| p.target())
+                else {
+                    break;
+                };
+                match connect(&target).await {
+                    Ok(conn) => {
+                        breaker.on_success();
+                        conn.stream.try_terminate();
+                        if let Some(p) = pool.upgrade() {
+                            p.refill.notify_one();
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        breaker.on_failure(e.class(), &e.to_string());
+                    }
+                }
+            }
+            breaker.stop_probing();
+        });
+    }
+
+    /// Signalled when the pool lost a server while below `min_size` (or a probe succeeded).
+    pub fn refill_signal(&self) -> Arc<Notify> {
+        self.refill.clone()
     }
 
     /// Puts a server back (or closes it) and returns its permit; `held` is set when it comes
@@ -432,11 +619,17 @@ impl Pool {
         }
     }
 
+    /// The one place a server connection that was counted in `open` ends: its cap slots are
+    /// given back, and the maintenance task is woken when the pool fell below `min_size`.
     fn close_conn(&self, conn: ServerConn) {
         self.stats.closes.fetch_add(1, Relaxed);
         // Best effort, never blocking: a Terminate lets the server log a clean disconnect.
         conn.stream.try_terminate();
         drop(conn);
+        self.give_caps();
+        if !self.is_closed() && lock(&self.state).open < self.settings().min_size {
+            self.refill.notify_one();
+        }
     }
 }
 

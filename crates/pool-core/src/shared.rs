@@ -4,13 +4,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use pgtide_config::{Config, PoolSettings};
 
 use crate::auth::Authenticator;
+use crate::breaker::Breaker;
+use crate::budget::ConnCap;
 use crate::cancel::CancelRegistry;
-use crate::failure::FailureCounters;
-use crate::pool::{lock, Pool, PoolKey};
+use crate::events::EventRing;
+use crate::report::Failures;
+use crate::pool::{lock, Pool, PoolEnv, PoolKey};
 use crate::server::ServerTarget;
 use crate::tls::ServerTlsSetups;
 use tokio_rustls::TlsAcceptor;
@@ -27,10 +31,16 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Connected clients, against `max_client_conn`.
     pub clients: AtomicUsize,
-    /// Failures by class (also exported as `pgtide_failures_total`).
-    pub failures: Arc<FailureCounters>,
+    /// Failures: counted by class (`pgtide_failures_total`), logged, kept in `events`.
+    pub failures: Arc<Failures>,
+    /// Recent events for the admin API's `/v1/events`.
+    pub events: Arc<EventRing>,
     /// Server TLS per database, built with the config it belongs to (swapped on reload).
     server_tls: RwLock<Arc<ServerTlsSetups>>,
+    /// Circuit breakers by server `host:port`.
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// `max_db_connections` caps by database and `max_user_connections` caps by user.
+    caps: Mutex<Caps>,
     /// Client TLS (bound at start-up; changing it needs a restart).
     pub tls_acceptor: Option<TlsAcceptor>,
 }
@@ -52,13 +62,17 @@ impl Shared {
         tls_acceptor: Option<TlsAcceptor>,
         server_tls: ServerTlsSetups,
     ) -> Arc<Shared> {
+        let events = Arc::new(EventRing::default());
         Arc::new(Shared {
+            failures: Arc::new(Failures::new(events.clone())),
+            events,
             server_tls: RwLock::new(Arc::new(server_tls)),
             tls_acceptor,
-            failures: Arc::new(FailureCounters::default()),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            caps: Mutex::new(Caps::default()),
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
         })
@@ -99,7 +113,11 @@ impl Shared {
         let pool = pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let pool = Pool::new(key, target, settings);
+                let env = PoolEnv {
+                    failures: self.failures.clone(),
+                    caps: self.caps_for(&config, &key),
+                };
+                let pool = Pool::new(key, target, settings, env);
                 spawn_maintenance(Arc::downgrade(&pool));
                 pool
             })
@@ -112,6 +130,7 @@ impl Shared {
     pub fn reload(&self, config: Config, auth: Authenticator, server_tls: ServerTlsSetups) {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
         *self.server_tls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(server_tls);
+        self.reconfigure_limits(&config);
         let mut pools = lock(&self.pools);
         pools.retain(
             |key, pool| match config.pool_settings(&key.database, &key.user) {
@@ -133,6 +152,73 @@ impl Shared {
         );
         drop(pools);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The breaker of `host:port`, created on first use.
+    pub fn breaker_for(&self, config: &Config, addr: String) -> Arc<Breaker> {
+        lock(&self.breakers)
+            .entry(addr.clone())
+            .or_insert_with(|| {
+                Arc::new(Breaker::new(
+                    addr,
+                    config.pgtide.breaker_threshold,
+                    config.pgtide.breaker_max_backoff.get(),
+                    self.events.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// The caps a new pool counts against (its database's and its user's), created on first use.
+    fn caps_for(&self, config: &Config, key: &PoolKey) -> Vec<Arc<ConnCap>> {
+        let mut caps = lock(&self.caps);
+        let db_limit = config
+            .databases
+            .get(&key.database)
+            .map_or(0, |d| d.max_db_connections);
+        let user_limit = config
+            .users
+            .get(&key.user)
+            .map_or(0, |u| u.max_user_connections);
+        let db = caps
+            .databases
+            .entry(key.database.clone())
+            .or_insert_with(|| {
+                Arc::new(ConnCap::new(
+                    format!("max_db_connections of database {}", key.database),
+                    db_limit,
+                ))
+            })
+            .clone();
+        let user = caps
+            .users
+            .entry(key.user.clone())
+            .or_insert_with(|| {
+                Arc::new(ConnCap::new(
+                    format!("max_user_connections of user {}", key.user),
+                    user_limit,
+                ))
+            })
+            .clone();
+        vec![db, user]
+    }
+
+    /// Applies reloaded caps and breaker settings in place.
+    fn reconfigure_limits(&self, config: &Config) {
+        let caps = lock(&self.caps);
+        for (name, cap) in &caps.databases {
+            cap.set_limit(config.databases.get(name).map_or(0, |d| d.max_db_connections));
+        }
+        for (name, cap) in &caps.users {
+            cap.set_limit(config.users.get(name).map_or(0, |u| u.max_user_connections));
+        }
+        drop(caps);
+        for breaker in lock(&self.breakers).values() {
+            breaker.configure(
+                config.pgtide.breaker_threshold,
+                config.pgtide.breaker_max_backoff.get(),
+            );
+        }
     }
 
     fn target_for(
@@ -167,24 +253,55 @@ impl Shared {
             startup_params,
             connect_timeout: settings.connect_timeout.get(),
             max_lifetime: settings.max_lifetime.non_zero(),
+            breaker: self.breaker_for(config, format!("{}:{}", db.host, db.port)),
         })
     }
 }
 
-/// Sweeps a pool every `evict_interval` until the pool is dropped or closed.
+/// The caps shared by pools.
+#[derive(Debug, Default)]
+struct Caps {
+    databases: HashMap<String, Arc<ConnCap>>,
+    users: HashMap<String, Arc<ConnCap>>,
+}
+
+/// First retry delay when a pool cannot reach `min_size`; doubles up to `evict_interval`.
+const REFILL_FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// Sweeps a pool every `evict_interval` until the pool is dropped or closed. While the pool is
+/// below `min_size` (a server died, a connect failed) it retries sooner, with exponential
+/// backoff, and it is woken at once when a server of a `min_size` pool closes.
 fn spawn_maintenance(pool: Weak<Pool>) {
     tokio::spawn(async move {
+        let mut retry = REFILL_FIRST_RETRY;
+        let mut short = false;
         loop {
-            let interval = match pool.upgrade() {
-                Some(p) => p.settings().evict_interval.get(),
+            let (interval, p) = match pool.upgrade() {
+                Some(p) => (p.settings().evict_interval.get(), p),
                 None => return,
             };
-            tokio::time::sleep(interval).await;
+            let wait = if short { retry.min(interval) } else { interval };
+            // Hold only a weak reference while sleeping, so a dropped pool ends the task. A
+            // wake-up sent while no one listens is kept by the Notify, never lost.
+            let signal = p.refill_signal();
+            drop(p);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = signal.notified() => {}
+            }
             let Some(p) = pool.upgrade() else { return };
             if p.is_closed() {
                 return;
             }
-            p.maintain().await;
+            let full = p.maintain().await;
+            if full {
+                short = false;
+                retry = REFILL_FIRST_RETRY;
+            } else if short {
+                retry = (retry * 2).min(interval);
+            } else {
+                short = true;
+            }
         }
     });
 }

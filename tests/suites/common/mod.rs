@@ -99,3 +99,28 @@ pub fn psql_command(p: &Pgtide) -> Command {
     ]);
     cmd
 }
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The kinds of the events in pgtide's ring, oldest first.
+pub fn event_kinds(p: &Pgtide) -> Vec<&'static str> {
+    p.handle()
+        .shared()
+        .events
+        .recent(usize::MAX)
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect()
+}

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::reply::fatal;
 use super::session::Session;
 use crate::failure::FailureClass;
+use crate::report::Failure;
 use crate::server::ParamSet;
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -56,12 +57,14 @@ pub async fn handle_client(
     let _slot = ClientSlot(&shared);
     let max = shared.config().pgtide.max_client_conn as usize;
     if n > max {
-        shared.failures.record("-", FailureClass::ClientLimit);
-        tracing::warn!(client = %peer, class = %FailureClass::ClientLimit, max_client_conn = max, "client refused");
+        let message = format!("no more connections allowed: pgtide's max_client_conn ({max}) reached");
+        shared
+            .failures
+            .report(Failure::new("-", FailureClass::ClientLimit, &message).client(peer));
         fatal(
             &mut stream,
             SqlState::TOO_MANY_CONNECTIONS,
-            &format!("no more connections allowed: pgtide's max_client_conn ({max}) reached"),
+            &message,
             Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
         )
         .await;
@@ -93,19 +96,27 @@ async fn login(
         }
         Ok(None) => return None,
         Err(_) => {
-            shared.failures.record("-", FailureClass::ProtocolViolation);
-            tracing::info!(client = %peer, class = %FailureClass::ProtocolViolation, "startup packet not received in time");
+            shared.failures.report(
+                Failure::new(
+                    "-",
+                    FailureClass::ProtocolViolation,
+                    "startup packet not received in time",
+                )
+                .client(peer),
+            );
             return None;
         }
     };
     let config = shared.config();
     if !stream.is_tls() && config.pgtide.tls.mode == ClientTlsMode::Require {
-        shared.failures.record("-", FailureClass::ClientAuthFailed);
-        tracing::info!(client = %peer, class = %FailureClass::ClientAuthFailed, "client without TLS refused");
+        let message = "pgtide requires SSL (pgtide.tls.mode = \"require\")";
+        shared
+            .failures
+            .report(Failure::new("-", FailureClass::ClientAuthFailed, message).client(peer));
         fatal(
             &mut stream,
             SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            "pgtide requires SSL (pgtide.tls.mode = \"require\")",
+            message,
             Some("Connect with sslmode=require or stronger."),
         )
         .await;
@@ -136,12 +147,19 @@ async fn login(
         return None;
     }
     if !config.databases.contains_key(&database) {
-        shared.failures.record("-", FailureClass::ClientAuthFailed);
-        tracing::info!(client = %peer, %database, %user, class = %FailureClass::ClientAuthFailed, "unknown database");
+        let message = format!("database \"{database}\" does not exist");
+        shared.failures.report(
+            Failure::new(
+                &format!("{database}/{user}"),
+                FailureClass::ClientAuthFailed,
+                &message,
+            )
+            .client(peer),
+        );
         fatal(
             &mut stream,
             SqlState::INVALID_CATALOG_NAME,
-            &format!("database \"{database}\" does not exist"),
+            &message,
             Some("pgtide serves only the databases listed under [databases] in its config."),
         )
         .await;
@@ -153,9 +171,13 @@ async fn login(
             crate::auth::ClientAuthError::Protocol(_) => FailureClass::ProtocolViolation,
             _ => FailureClass::ClientAuthFailed,
         };
-        shared.failures.record(&format!("{database}/{user}"), class);
-        tracing::info!(client = %peer, %database, %user, %class, error = %e, "client authentication failed");
-        fatal(&mut stream, e.sqlstate(), &e.to_string(), None).await;
+        let message = e.to_string();
+        shared.failures.report(
+            Failure::new(&format!("{database}/{user}"), class, &message)
+                .client(peer)
+                .code(Some(e.sqlstate().as_str().to_owned())),
+        );
+        fatal(&mut stream, e.sqlstate(), &message, None).await;
         return None;
     }
     let Some(pool) = shared.pool_for(&database, &user) else {
@@ -171,9 +193,9 @@ async fn login(
     let mut params = match pool.welcome_params().await {
         Ok(p) => p,
         Err(e) => {
-            shared.failures.record(pool.name(), e.class());
-            tracing::warn!(client = %peer, pool = %pool.name(), class = %e.class(), error = %e, "cannot serve client: no server connection");
-            fatal(&mut stream, e.sqlstate(), &e.to_string(), Some(e.hint())).await;
+            let message = e.to_string();
+            shared.failures.report(e.failure(pool.name(), &message).client(peer));
+            fatal(&mut stream, e.sqlstate(), &message, Some(e.hint())).await;
             return None;
         }
     };
@@ -196,11 +218,14 @@ async fn login(
     if pipelined {
         // Bytes after the password message (a pipelining client): nothing legitimate is sent
         // before ReadyForQuery, so refuse rather than guess.
-        shared.failures.record("-", FailureClass::ProtocolViolation);
+        let message = "unexpected data before ReadyForQuery";
+        shared.failures.report(
+            Failure::new(pool.name(), FailureClass::ProtocolViolation, message).client(peer),
+        );
         fatal(
             &mut stream,
             SqlState::PROTOCOL_VIOLATION,
-            "unexpected data before ReadyForQuery",
+            message,
             None,
         )
         .await;
@@ -238,8 +263,11 @@ async fn read_startup(
                     if !inbuf.is_empty() {
                         // Bytes sent before the handshake could be injected by a man in the
                         // middle (CVE-2021-23222); refuse rather than trust them.
-                        shared.failures.record("-", FailureClass::ProtocolViolation);
-                        tracing::info!(class = %FailureClass::ProtocolViolation, "data after SSLRequest before the TLS handshake");
+                        shared.failures.report(Failure::new(
+                            "-",
+                            FailureClass::ProtocolViolation,
+                            "data after SSLRequest before the TLS handshake",
+                        ));
                         return None;
                     }
                     let Stream::Plain(tcp) = stream else {
@@ -248,8 +276,12 @@ async fn read_startup(
                     match acceptor.accept(tcp).await {
                         Ok(tls) => stream = Stream::Accepted(Box::new(tls)),
                         Err(e) => {
-                            shared.failures.record("-", FailureClass::ProtocolViolation);
-                            tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "client TLS handshake failed");
+                            let message = format!("client TLS handshake failed: {e}");
+                            shared.failures.report(Failure::new(
+                                "-",
+                                FailureClass::ProtocolViolation,
+                                &message,
+                            ));
                             return None;
                         }
                     }
@@ -272,8 +304,12 @@ async fn read_startup(
                 }
             }
             Err(e) => {
-                shared.failures.record("-", FailureClass::ProtocolViolation);
-                tracing::info!(class = %FailureClass::ProtocolViolation, error = %e, "bad startup packet");
+                let message = format!("bad startup packet: {e}");
+                shared.failures.report(Failure::new(
+                    "-",
+                    FailureClass::ProtocolViolation,
+                    &message,
+                ));
                 let mut out = BytesMut::new();
                 encode::protocol_error_response(&mut out, Severity::Fatal, &e);
                 let _ = stream.write_all(&out).await;

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use super::reply::fatal;
 use crate::cancel::{send_cancel, CancelRegistration};
-use crate::failure::{FailureClass, FailureCounters};
+use crate::failure::FailureClass;
+use crate::report::{Failure, Failures};
 use crate::pool::{Checkout, Pool};
 use crate::server::{ParamSet, ServerConn};
 use crate::stream::Stream;
@@ -119,7 +120,7 @@ enum Unbind {
 
 /// One client's session after login.
 pub struct Session {
-    pub(super) failures: Arc<FailureCounters>,
+    pub(super) failures: Arc<Failures>,
     pub(super) pool: Arc<Pool>,
     pub(super) mode: PoolMode,
     pub(super) client: Stream,
@@ -149,9 +150,8 @@ impl Session {
                 },
                 _ = tokio::time::sleep_until(idle_deadline), if idle_limit.is_some() => {
                     let limit = idle_limit.unwrap_or_default();
-                    self.failures.record(self.pool.name(), FailureClass::ClientIdleTimeout);
-                    tracing::info!(pool = %self.pool.name(), client = %self.peer, class = %FailureClass::ClientIdleTimeout, idle = ?limit, "closing idle client");
                     let message = format!("pgtide [client_idle_timeout]: closing the connection after {} idle (client_idle_timeout)", pgtide_config::format_duration(limit));
+                    self.failures.report(Failure::new(self.pool.name(), FailureClass::ClientIdleTimeout, &message).client(self.peer).elapsed(limit));
                     fatal(&mut self.client, SqlState::IDLE_SESSION_TIMEOUT, &message, None).await;
                     return;
                 }
@@ -173,15 +173,10 @@ impl Session {
             let mut checkout = match self.pool.acquire().await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.failures.record(self.pool.name(), e.class());
-                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, class = %e.class(), error = %e, "no server for client");
-                    fatal(
-                        &mut self.client,
-                        e.sqlstate(),
-                        &e.to_string(),
-                        Some(e.hint()),
-                    )
-                    .await;
+                    let message = e.to_string();
+                    self.failures
+                        .report(e.failure(self.pool.name(), &message).client(self.peer));
+                    fatal(&mut self.client, e.sqlstate(), &message, Some(e.hint())).await;
                     return;
                 }
             };
@@ -209,13 +204,17 @@ impl Session {
                     } else {
                         class
                     };
-                    self.failures.record(self.pool.name(), class);
-                    tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %checkout.conn().addr, %class, error = %error, "server connection lost mid-session");
+                    let message = format!("pgtide [{class}]: server connection lost: {error}");
+                    self.failures.report(
+                        Failure::new(self.pool.name(), class, &message)
+                            .client(self.peer)
+                            .server(checkout.conn().addr),
+                    );
                     drop(checkout);
                     fatal(
                         &mut self.client,
                         SqlState::CONNECTION_FAILURE,
-                        &format!("pgtide [{class}]: server connection lost: {error}"),
+                        &message,
                         Some("The statement may or may not have run; pgtide does not retry it. Reconnect and check."),
                     )
                     .await;
@@ -226,17 +225,22 @@ impl Session {
                     code,
                     message,
                 } => {
+                    self.failures.report(
+                        Failure::new(self.pool.name(), class, &message)
+                            .client(self.peer)
+                            .server(checkout.conn().addr),
+                    );
                     drop(checkout);
-                    self.failures.record(self.pool.name(), class);
-                    tracing::info!(pool = %self.pool.name(), client = %self.peer, %class, %message, "limit closed the session");
                     fatal(&mut self.client, code, &message, None).await;
                     return;
                 }
                 Unbind::ClientViolation { code, message } => {
                     drop(checkout);
-                    self.failures
-                        .record(self.pool.name(), FailureClass::ProtocolViolation);
-                    tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, %message, "client protocol violation");
+                    self.failures.report(
+                        Failure::new(self.pool.name(), FailureClass::ProtocolViolation, &message)
+                            .client(self.peer)
+                            .code(Some(code.as_str().to_owned())),
+                    );
                     fatal(&mut self.client, code, &message, None).await;
                     return;
                 }
@@ -302,7 +306,12 @@ impl Session {
                     let scanned = scan_server(&mut server_scan, &sbuf, p, &mut self.params, &mut server.params);
                     if p.statement_timeouts > 0 {
                         for _ in 0..std::mem::take(&mut p.statement_timeouts) {
-                            self.failures.record(self.pool.name(), FailureClass::StatementTimeout);
+                            self.failures.report(
+                                Failure::new(self.pool.name(), FailureClass::StatementTimeout, "the server cancelled a statement at its statement_timeout")
+                                    .client(self.peer)
+                                    .server(server.addr)
+                                    .code(Some("57014".into())),
+                            );
                         }
                     }
                     if p.pending == 0 {
@@ -363,11 +372,15 @@ impl Session {
                         // query_timeout: pgtide cancels; the server answers the client with 57014.
                         cancel_sent = true;
                         let limit = query_timeout.unwrap_or_default();
-                        self.failures.record(self.pool.name(), FailureClass::QueryTimeout);
-                        tracing::warn!(pool = %self.pool.name(), client = %self.peer, server = %server.addr, class = %FailureClass::QueryTimeout, limit = ?limit, "query ran past query_timeout; cancelling");
+                        let text = format!("pgtide [query_timeout]: the query ran longer than query_timeout ({}); pgtide is cancelling it", pgtide_config::format_duration(limit));
+                        self.failures.report(
+                            Failure::new(self.pool.name(), FailureClass::QueryTimeout, &text)
+                                .client(self.peer)
+                                .server(server.addr)
+                                .elapsed(limit),
+                        );
                         if server_scan.at_boundary() {
                             let mut notice = BytesMut::new();
-                            let text = format!("pgtide [query_timeout]: the query ran longer than query_timeout ({}); pgtide is cancelling it", pgtide_config::format_duration(limit));
                             encode::notice_response(&mut notice, pgtide_protocol::Severity::Warning, SqlState::QUERY_CANCELED, &text, None, None);
                             let _ = self.client.write_all(&notice).await;
                         }
@@ -490,10 +503,13 @@ impl Session {
     }
 
     async fn protocol_violation(&mut self, e: ProtocolError) {
-        self.failures
-            .record(self.pool.name(), FailureClass::ProtocolViolation);
-        tracing::info!(client = %self.peer, class = %FailureClass::ProtocolViolation, error = %e, "client protocol violation");
-        fatal(&mut self.client, e.sqlstate(), &e.to_string(), None).await;
+        let message = e.to_string();
+        self.failures.report(
+            Failure::new(self.pool.name(), FailureClass::ProtocolViolation, &message)
+                .client(self.peer)
+                .code(Some(e.sqlstate().as_str().to_owned())),
+        );
+        fatal(&mut self.client, e.sqlstate(), &message, None).await;
     }
 }
 

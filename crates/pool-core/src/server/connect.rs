@@ -41,6 +41,8 @@ pub struct ServerTarget {
     /// `max_lifetime` (None = forever); each connection gets up to 10% less, at random, so a
     /// pool opened at once does not reconnect at once.
     pub max_lifetime: Option<Duration>,
+    /// The circuit breaker of `host:port`, shared by every pool that connects there.
+    pub breaker: std::sync::Arc<crate::breaker::Breaker>,
 }
 
 impl ServerTarget {

@@ -1,0 +1,126 @@
+//! Connection caps shared by several pools: `max_db_connections` (all pools of one database)
+//! and `max_user_connections` (all pools of one user).
+//!
+//! A pool takes a slot from each of its caps before it opens a server connection and gives it
+//! back when that connection closes. When a cap is full, the pool first asks the other pools
+//! under the same cap to close one idle server (an idle connection in a quiet pool must not
+//! starve a busy one), then waits — FIFO, bounded by the client's acquire deadline — for a slot
+//! to be freed. A limit of 0 means no cap; limits change live on reload.
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Mutex, Weak};
+
+use tokio::sync::Notify;
+
+use crate::pool::{lock, Pool};
+
+/// One cap and the pools under it.
+#[derive(Debug)]
+pub struct ConnCap {
+    /// e.g. `max_db_connections of database app`, for error messages.
+    describe: String,
+    limit: AtomicU32,
+    used: AtomicU32,
+    /// A slot was freed (one waiter is woken per slot).
+    freed: Notify,
+    members: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl ConnCap {
+    /// A cap named for messages (`max_db_connections of database app`) with `limit` (0 = none).
+    pub fn new(describe: String, limit: u32) -> Self {
+        ConnCap {
+            describe,
+            limit: AtomicU32::new(limit),
+            used: AtomicU32::new(0),
+            freed: Notify::new(),
+            members: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What this cap is, for messages.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// The limit now (0 = none).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Relaxed)
+    }
+
+    /// Server connections counted against this cap now.
+    pub fn used(&self) -> u32 {
+        self.used.load(Relaxed)
+    }
+
+    /// Changes the limit live; raising it wakes waiters.
+    pub fn set_limit(&self, limit: u32) {
+        let old = self.limit.swap(limit, Relaxed);
+        if limit == 0 || limit > old {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Registers a pool whose idle servers may be closed to make room for another.
+    pub fn join(&self, pool: Weak<Pool>) {
+        let mut members = lock(&self.members);
+        members.retain(|p| p.strong_count() > 0);
+        members.push(pool);
+    }
+
+    /// Takes a slot if one is free (always, without a limit).
+    pub fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                let limit = self.limit.load(Relaxed);
+                (limit == 0 || used < limit).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back and wakes one waiter.
+    pub fn give(&self) {
+        let _ = self
+            .used
+            .fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(1)));
+        self.freed.notify_one();
+    }
+
+    /// Asks another pool under this cap to close one idle server; true when one was closed
+    /// (its slot is then free).
+    pub fn reclaim_idle(&self, except: &Pool) -> bool {
+        let members: Vec<_> = lock(&self.members)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        members
+            .iter()
+            .filter(|p| !std::ptr::eq(p.as_ref(), except))
+            .any(|p| p.close_one_idle())
+    }
+
+    /// Resolves when a slot may have been freed.
+    pub async fn freed(&self) {
+        self.freed.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_limits_change_live() {
+        let cap = ConnCap::new("max_db_connections of database app".into(), 2);
+        assert!(cap.try_take());
+        assert!(cap.try_take());
+        assert!(!cap.try_take());
+        cap.give();
+        assert!(cap.try_take());
+        cap.set_limit(0);
+        assert!(cap.try_take());
+        assert_eq!(cap.used(), 3);
+        cap.set_limit(1);
+        assert!(!cap.try_take());
+    }
+}
