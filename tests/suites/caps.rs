@@ -133,7 +133,10 @@ async fn min_size_is_kept_and_refilled_after_servers_die() {
         .await,
         "refilled to min_size with new connections"
     );
-    assert_eq!(value(&client, "SELECT 'after refill'").await, "after refill");
+    assert_eq!(
+        value(&client, "SELECT 'after refill'").await,
+        "after refill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +167,10 @@ async fn idle_timeout_closes_idle_servers_down_to_min_size() {
         "idle servers above min_size closed, got {}",
         server_conns(&c)
     );
-    assert_eq!(value(&clients[0], "SELECT 'still served'").await, "still served");
+    assert_eq!(
+        value(&clients[0], "SELECT 'still served'").await,
+        "still served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,12 +230,17 @@ async fn two_hundred_clients_on_five_servers_time_out_cleanly() {
         0
     );
     assert_eq!(
-        pool.stats.waiting.load(std::sync::atomic::Ordering::Relaxed),
+        pool.stats
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
     assert!(server_conns(&c) <= 5, "no server connection leaked");
     let fresh = connect(&p).await;
-    assert_eq!(value(&fresh, "SELECT 'after the storm'").await, "after the storm");
+    assert_eq!(
+        value(&fresh, "SELECT 'after the storm'").await,
+        "after the storm"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,11 @@ async fn exhausted_max_connections_is_server_too_many_connections() {
     );
     assert_eq!(count(&p, FailureClass::ServerTooManyConnections), 1);
     drop(direct);
-    assert!(wait_until(Duration::from_secs(5), || c.connection_count(Some(USER)) == 0).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || c.connection_count(Some(USER))
+            == 0)
+        .await
+    );
     let client = connect(&p).await;
     assert_eq!(value(&client, "SELECT 'slots again'").await, "slots again");
 }
@@ -175,11 +179,14 @@ async fn fast_shutdown_mid_load_is_classified_and_the_pool_refills() {
     c.stop().unwrap();
     let failed = load.await.unwrap().into_iter().filter(|f| *f).count();
     assert!(failed > 0, "clients mid-query saw the shutdown");
-    let classified = count(&p, FailureClass::ServerShutdown) + count(&p, FailureClass::ServerConnLost);
+    let classified =
+        count(&p, FailureClass::ServerShutdown) + count(&p, FailureClass::ServerConnLost);
     assert!(classified >= 1, "shutdown/conn_lost counted");
     c.start().unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || c.connection_count(Some(USER)) >= 2).await,
+        wait_until(Duration::from_secs(10), || c.connection_count(Some(USER))
+            >= 2)
+        .await,
         "the pool refilled to min_size once the server was back"
     );
     let client = connect(&p).await;

@@ -224,3 +224,49 @@ async fn connect_refused_and_connect_timeout_are_reported_quickly() {
     assert_eq!(count(&p, FailureClass::ConnectTimeout), 1);
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_queries_and_transactions_are_logged_with_their_time_split() {
+    let c = cluster();
+    let p = pgtide(&c, &[("pool.slow_query_threshold", "200ms")]);
+    let client = connect(&p).await;
+    assert_eq!(value(&client, "SELECT 'fast'").await, "fast");
+    assert_eq!(p.handle().shared().failures.slow_count(), 0);
+    client
+        .simple_query("SELECT pg_sleep(0.3), 'secret data'")
+        .await
+        .unwrap();
+    // A transaction whose queries are fast but whose client dawdles: the server's share is
+    // small, which tells on-call the database is not the problem.
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    let shared = p.handle().shared();
+    assert_eq!(shared.failures.slow_count(), 2);
+    let slow: Vec<_> = shared
+        .events
+        .recent(100)
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "slow_query")
+        .collect();
+    assert_eq!(slow.len(), 2);
+    assert_eq!(
+        slow[0].message, "SELECT pg_sleep(?), ?",
+        "literals redacted"
+    );
+    let detail = slow[0].code.clone().unwrap();
+    assert!(detail.starts_with("query"), "{detail}");
+    assert_eq!(slow[1].message, "BEGIN");
+    let detail = slow[1].code.clone().unwrap();
+    assert!(detail.starts_with("transaction"), "{detail}");
+    let server_ms: f64 = detail
+        .split("server ")
+        .nth(1)
+        .and_then(|s| s.trim_end_matches("ms").parse().ok())
+        .unwrap();
+    assert!(
+        server_ms < 150.0,
+        "client think time is not server time: {detail}"
+    );
+}

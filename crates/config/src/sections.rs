@@ -176,6 +176,11 @@ pub struct Logging {
     pub level: String,
     /// Default `text`. Reload: restart.
     pub format: LogFormat,
+    /// Characters of SQL shown in the slow query log. Default 200. Reload: new clients.
+    pub slow_query_sql_chars: u32,
+    /// Replace literals with `?` in the slow query log, so it carries no data. Default true.
+    /// Reload: new clients.
+    pub slow_query_redact: bool,
 }
 
 impl Default for Logging {
@@ -183,6 +188,8 @@ impl Default for Logging {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            slow_query_sql_chars: 200,
+            slow_query_redact: true,
         }
     }
 }

@@ -151,6 +151,21 @@ impl fmt::Display for FailureClass {
     }
 }
 
+impl FailureClass {
+    /// True for failures on pgtide's side of the pool or the server's (logged as warnings);
+    /// false for what a client did (logged as info).
+    pub const fn is_server_side(self) -> bool {
+        !matches!(
+            self,
+            FailureClass::ClientIdleTimeout
+                | FailureClass::IdleInTransactionTimeout
+                | FailureClass::ClientLimit
+                | FailureClass::ClientAuthFailed
+                | FailureClass::ProtocolViolation
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,20 +209,5 @@ mod tests {
             FailureClass::from_server_sqlstate("53300"),
             Some(FailureClass::ServerTooManyConnections)
         );
-    }
-}
-
-impl FailureClass {
-    /// True for failures on pgtide's side of the pool or the server's (logged as warnings);
-    /// false for what a client did (logged as info).
-    pub const fn is_server_side(self) -> bool {
-        !matches!(
-            self,
-            FailureClass::ClientIdleTimeout
-                | FailureClass::IdleInTransactionTimeout
-                | FailureClass::ClientLimit
-                | FailureClass::ClientAuthFailed
-                | FailureClass::ProtocolViolation
-        )
     }
 }

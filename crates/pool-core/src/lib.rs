@@ -38,7 +38,7 @@ pub mod tls;
 pub use auth::Authenticator;
 pub use error::{AcquireError, ServerError};
 pub use failure::FailureClass;
-pub use report::{Failure, Failures};
 pub use pool::{Pool, PoolKey};
 pub use proxy::{Proxy, ProxyError, ProxyHandle};
+pub use report::{Failure, Failures, SlowQuery};
 pub use shared::Shared;

@@ -338,7 +338,11 @@ impl Pool {
 
     /// Takes a slot from every cap, reclaiming idle servers of sibling pools and waiting (up to
     /// `deadline`; `None` = do not wait) when one is full.
-    async fn take_caps(&self, deadline: Option<Instant>, start: Instant) -> Result<(), AcquireError> {
+    async fn take_caps(
+        &self,
+        deadline: Option<Instant>,
+        start: Instant,
+    ) -> Result<(), AcquireError> {
         for (i, cap) in self.env.caps.iter().enumerate() {
             loop {
                 let freed = cap.freed();
@@ -497,7 +501,10 @@ impl Pool {
         }
     }
 
-    async fn open_conn(self: &Arc<Self>, target: &ServerTarget) -> Result<ServerConn, AcquireError> {
+    async fn open_conn(
+        self: &Arc<Self>,
+        target: &ServerTarget,
+    ) -> Result<ServerConn, AcquireError> {
         match connect(target).await {
             Ok(conn) => {
                 target.breaker.on_success();
@@ -510,7 +517,10 @@ impl Pool {
             }
             Err(source) => {
                 self.stats.connect_failures.fetch_add(1, Relaxed);
-                if target.breaker.on_failure(source.class(), &source.to_string()) {
+                if target
+                    .breaker
+                    .on_failure(source.class(), &source.to_string())
+                {
                     self.spawn_probe(target);
                 }
                 Err(AcquireError::Server {
@@ -536,7 +546,10 @@ impl Pool {
                 if !breaker.is_open() {
                     break;
                 }
-                let Some(target) = pool.upgrade().filter(|p| !p.is_closed()).map(|p| p.target())
+                let Some(target) = pool
+                    .upgrade()
+                    .filter(|p| !p.is_closed())
+                    .map(|p| p.target())
                 else {
                     break;
                 };

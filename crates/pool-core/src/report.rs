@@ -74,6 +74,25 @@ impl<'a> Failure<'a> {
     }
 }
 
+/// A query or transaction over `slow_query_threshold`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowQuery<'a> {
+    /// `database/user`.
+    pub pool: &'a str,
+    /// The client.
+    pub client: SocketAddr,
+    /// `query` or `transaction`.
+    pub kind: &'static str,
+    /// From the client's first byte to ReadyForQuery (query) or to the release (transaction).
+    pub total: Duration,
+    /// Of that, waiting for a server: the pool's share.
+    pub waited: Duration,
+    /// Of that, the server working on queries: the database's share.
+    pub server: Duration,
+    /// The SQL (first characters, literals redacted unless configured otherwise).
+    pub sql: &'a str,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct LogWindow {
     started: Option<Instant>,
@@ -85,7 +104,9 @@ struct LogWindow {
 #[derive(Debug)]
 pub struct Failures {
     counts: [AtomicU64; FailureClass::ALL.len()],
-    windows: Mutex<[LogWindow; FailureClass::ALL.len()]>,
+    /// One log window per class, and the last one for slow queries.
+    windows: Mutex<[LogWindow; FailureClass::ALL.len() + 1]>,
+    slow: AtomicU64,
     events: Arc<EventRing>,
 }
 
@@ -99,8 +120,9 @@ impl Failures {
                     started: None,
                     logged: 0,
                     suppressed: 0,
-                }; FailureClass::ALL.len()],
+                }; FailureClass::ALL.len() + 1],
             ),
+            slow: AtomicU64::new(0),
             events,
         }
     }
@@ -122,6 +144,43 @@ impl Failures {
         }
     }
 
+    /// Logs (rate-limited), counts and records a slow query or transaction.
+    pub fn report_slow(&self, q: SlowQuery<'_>) {
+        self.slow.fetch_add(1, Relaxed);
+        metrics::counter!("pgtide_slow_queries_total", "pool" => q.pool.to_owned(), "kind" => q.kind)
+            .increment(1);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut event = Event::new(EventKind::SlowQuery, q.pool, q.sql);
+        event.client = Some(q.client);
+        event.elapsed = Some(q.total);
+        event.code = Some(format!(
+            "{} {:.1}ms: wait {:.1}ms, server {:.1}ms",
+            q.kind,
+            ms(q.total),
+            ms(q.waited),
+            ms(q.server)
+        ));
+        self.events.push(event);
+        if let Some(suppressed) = self.admit(FailureClass::ALL.len()) {
+            tracing::warn!(
+                pool = q.pool,
+                client = %q.client,
+                kind = q.kind,
+                duration_ms = ms(q.total),
+                wait_ms = ms(q.waited),
+                server_ms = ms(q.server),
+                suppressed,
+                sql = q.sql,
+                "slow {}", q.kind
+            );
+        }
+    }
+
+    /// Slow queries and transactions reported so far.
+    pub fn slow_count(&self) -> u64 {
+        self.slow.load(Relaxed)
+    }
+
     /// Failures of `class` so far.
     pub fn get(&self, class: FailureClass) -> u64 {
         self.counts[class as usize].load(Relaxed)
@@ -129,11 +188,14 @@ impl Failures {
 
     /// `Some(lines suppressed since the last logged one)` when this line may be logged.
     fn admit_log_line(&self, class: FailureClass) -> Option<u64> {
+        self.admit(class as usize)
+    }
+
+    fn admit(&self, slot: usize) -> Option<u64> {
         let now = Instant::now();
         let mut windows = lock(&self.windows);
-        let w = &mut windows[class as usize];
-        if w
-            .started
+        let w = &mut windows[slot];
+        if w.started
             .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
         {
             w.started = Some(now);
@@ -171,7 +233,10 @@ mod tests {
         let failures = Failures::new(ring.clone());
         let mut logged = 0;
         for _ in 0..500 {
-            if failures.admit_log_line(FailureClass::ConnectRefused).is_some() {
+            if failures
+                .admit_log_line(FailureClass::ConnectRefused)
+                .is_some()
+            {
                 logged += 1;
             }
         }

@@ -13,8 +13,8 @@ use crate::breaker::Breaker;
 use crate::budget::ConnCap;
 use crate::cancel::CancelRegistry;
 use crate::events::EventRing;
-use crate::report::Failures;
 use crate::pool::{lock, Pool, PoolEnv, PoolKey};
+use crate::report::Failures;
 use crate::server::ServerTarget;
 use crate::tls::ServerTlsSetups;
 use tokio_rustls::TlsAcceptor;
@@ -207,7 +207,12 @@ impl Shared {
     fn reconfigure_limits(&self, config: &Config) {
         let caps = lock(&self.caps);
         for (name, cap) in &caps.databases {
-            cap.set_limit(config.databases.get(name).map_or(0, |d| d.max_db_connections));
+            cap.set_limit(
+                config
+                    .databases
+                    .get(name)
+                    .map_or(0, |d| d.max_db_connections),
+            );
         }
         for (name, cap) in &caps.users {
             cap.set_limit(config.users.get(name).map_or(0, |u| u.max_user_connections));

@@ -57,7 +57,8 @@ pub async fn handle_client(
     let _slot = ClientSlot(&shared);
     let max = shared.config().pgtide.max_client_conn as usize;
     if n > max {
-        let message = format!("no more connections allowed: pgtide's max_client_conn ({max}) reached");
+        let message =
+            format!("no more connections allowed: pgtide's max_client_conn ({max}) reached");
         shared
             .failures
             .report(Failure::new("-", FailureClass::ClientLimit, &message).client(peer));
@@ -84,29 +85,26 @@ async fn login(
     shutdown: watch::Receiver<bool>,
 ) -> Option<Session> {
     let mut inbuf = BytesMut::new();
-    let startup = match tokio::time::timeout(
-        STARTUP_TIMEOUT,
-        read_startup(shared, stream, &mut inbuf),
-    )
-    .await
-    {
-        Ok(Some((upgraded, startup))) => {
-            stream = upgraded;
-            startup
-        }
-        Ok(None) => return None,
-        Err(_) => {
-            shared.failures.report(
-                Failure::new(
-                    "-",
-                    FailureClass::ProtocolViolation,
-                    "startup packet not received in time",
-                )
-                .client(peer),
-            );
-            return None;
-        }
-    };
+    let startup =
+        match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(shared, stream, &mut inbuf)).await
+        {
+            Ok(Some((upgraded, startup))) => {
+                stream = upgraded;
+                startup
+            }
+            Ok(None) => return None,
+            Err(_) => {
+                shared.failures.report(
+                    Failure::new(
+                        "-",
+                        FailureClass::ProtocolViolation,
+                        "startup packet not received in time",
+                    )
+                    .client(peer),
+                );
+                return None;
+            }
+        };
     let config = shared.config();
     if !stream.is_tls() && config.pgtide.tls.mode == ClientTlsMode::Require {
         let message = "pgtide requires SSL (pgtide.tls.mode = \"require\")";
@@ -194,7 +192,9 @@ async fn login(
         Ok(p) => p,
         Err(e) => {
             let message = e.to_string();
-            shared.failures.report(e.failure(pool.name(), &message).client(peer));
+            shared
+                .failures
+                .report(e.failure(pool.name(), &message).client(peer));
             fatal(&mut stream, e.sqlstate(), &message, Some(e.hint())).await;
             return None;
         }
@@ -222,13 +222,7 @@ async fn login(
         shared.failures.report(
             Failure::new(pool.name(), FailureClass::ProtocolViolation, message).client(peer),
         );
-        fatal(
-            &mut stream,
-            SqlState::PROTOCOL_VIOLATION,
-            message,
-            None,
-        )
-        .await;
+        fatal(&mut stream, SqlState::PROTOCOL_VIOLATION, message, None).await;
         return None;
     }
     Some(Session {
@@ -241,6 +235,11 @@ async fn login(
         cancel: registration,
         client_scan: StreamScanner::new(config.pgtide.max_message_size as usize),
         shutdown,
+        slow: None,
+        slow_format: (
+            config.log.slow_query_sql_chars,
+            config.log.slow_query_redact,
+        ),
     })
 }
 

@@ -3,5 +3,6 @@
 mod login;
 mod reply;
 mod session;
+mod slow;
 
 pub use login::handle_client;

@@ -25,10 +25,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::reply::fatal;
+use super::slow::SlowLog;
 use crate::cancel::{send_cancel, CancelRegistration};
 use crate::failure::FailureClass;
-use crate::report::{Failure, Failures};
 use crate::pool::{Checkout, Pool};
+use crate::report::{Failure, Failures};
 use crate::server::{ParamSet, ServerConn};
 use crate::stream::Stream;
 
@@ -131,6 +132,11 @@ pub struct Session {
     /// Delimits client messages; its limit is `pgtide.max_message_size`.
     pub(super) client_scan: StreamScanner,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// Slow query bookkeeping, present while `slow_query_threshold` is on (boxed: most
+    /// sessions never have it).
+    pub(super) slow: Option<Box<SlowLog>>,
+    /// `log.slow_query_sql_chars` and `log.slow_query_redact` when the client logged in.
+    pub(super) slow_format: (u32, bool),
 }
 
 impl Session {
@@ -140,7 +146,20 @@ impl Session {
             // Idle: no server, no buffers.
             let mut cbuf = BytesMut::new();
             let mut progress = Progress::new();
-            let idle_limit = self.pool.settings().client_idle_timeout.non_zero();
+            let settings = self.pool.settings();
+            let idle_limit = settings.client_idle_timeout.non_zero();
+            match settings.slow_query_threshold.non_zero() {
+                Some(threshold) => {
+                    let (chars, redact) = self.slow_format;
+                    self.slow
+                        .get_or_insert_with(|| {
+                            Box::new(SlowLog::new(threshold, chars as usize, redact))
+                        })
+                        .threshold = threshold;
+                }
+                None => self.slow = None,
+            }
+            drop(settings);
             let idle_deadline =
                 idle_limit.map_or_else(far_future, |t| tokio::time::Instant::now() + t);
             tokio::select! {
@@ -159,6 +178,9 @@ impl Session {
                     fatal(&mut self.client, SqlState::ADMIN_SHUTDOWN, "pgtide is shutting down", Some("Reconnect to another pgtide instance or retry shortly.")).await;
                     return;
                 }
+            }
+            if let Some(slow) = &mut self.slow {
+                slow.transaction_starts(Instant::now());
             }
             if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
                 return self.protocol_violation(e).await;
@@ -180,6 +202,9 @@ impl Session {
                     return;
                 }
             };
+            if let Some(slow) = &mut self.slow {
+                slow.waited = slow.tx_started.map(|t| t.elapsed()).unwrap_or_default();
+            }
             let server = checkout.conn();
             self.cancel.slot.set(Some((server.addr, server.cancel_key)));
             // The busy path is boxed so that an idle session's task stays small: its future
@@ -193,7 +218,12 @@ impl Session {
             };
             self.cancel.slot.set(None);
             match outcome {
-                Unbind::Released => self.pool.release(checkout, true),
+                Unbind::Released => {
+                    self.pool.release(checkout, true);
+                    if let Some(slow) = &mut self.slow {
+                        slow.transaction_done(&self.failures, self.pool.name(), self.peer);
+                    }
+                }
                 Unbind::ClientGone { reusable } => {
                     self.finish(checkout, reusable).await;
                     return;
@@ -315,6 +345,9 @@ impl Session {
                         }
                     }
                     if p.pending == 0 {
+                        if let Some(slow) = &mut self.slow {
+                            slow.query_done(&self.failures, self.pool.name(), self.peer);
+                        }
                         query_started = None;
                         cancel_sent = false;
                         if idle_tx_timeout.is_some() {
@@ -354,8 +387,13 @@ impl Session {
                     if let Err(e) = self.scan_client(&mut cbuf, p) {
                         return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
                     }
-                    if p.pending > 0 && query_started.is_none() && query_timeout.is_some() {
-                        query_started = Some(Instant::now());
+                    if p.pending > 0 {
+                        if query_started.is_none() && query_timeout.is_some() {
+                            query_started = Some(Instant::now());
+                        }
+                        if let Some(slow) = &mut self.slow {
+                            slow.query_sent();
+                        }
                     }
                     if !cbuf.is_empty() {
                         if let Err(e) = server.stream.write_all(&cbuf).await {
@@ -403,12 +441,25 @@ impl Session {
     /// client's to close).
     fn scan_client(&mut self, cbuf: &mut BytesMut, p: &mut Progress) -> Result<(), ProtocolError> {
         let mut cut = None;
+        let slow = &mut self.slow;
+        let capture_sql = slow.is_some();
         self.client_scan.feed(
             cbuf,
-            |_| false,
+            |t| capture_sql && (t == tag::frontend::QUERY || t == tag::frontend::PARSE),
             |f| {
                 if cut.is_some() {
                     return;
+                }
+                if let (Some(slow), Some(body)) = (slow.as_mut(), f.body) {
+                    match f.tag {
+                        tag::frontend::QUERY => slow.saw_sql(body),
+                        tag::frontend::PARSE => {
+                            // Statement name, then the SQL.
+                            let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                            slow.saw_sql(body.get(name_end + 1..).unwrap_or_default());
+                        }
+                        _ => {}
+                    }
                 }
                 match f.tag {
                     tag::frontend::SYNC => {
