@@ -7,6 +7,7 @@
 //! - `auth` — client authentication against the auth file ([`Authenticator`]).
 //! - `server` — opening and authenticating server connections; session parameter tracking.
 //! - `pool` — one (database, user) pool: FIFO-fair checkout, live resize, idle sweep.
+//! - `prepared` — named prepared statements tracked across servers in transaction mode.
 //! - `breaker` — fail fast, then probe: a circuit breaker per server address.
 //! - `budget` — caps shared by pools (`max_db_connections`, `max_user_connections`).
 //! - `shared` — process-wide state (config, users, pools, cancel keys); no globals.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod failure;
 mod io;
 pub mod pool;
+pub mod prepared;
 pub mod proxy;
 pub mod report;
 pub mod server;

@@ -79,6 +79,8 @@ pub struct Pool {
     refill: Arc<Notify>,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
+    /// Named prepared statements of this pool's clients (transaction-mode tracking).
+    pub statements: crate::prepared::Registry,
 }
 
 /// A checked-out server. Give it back with [`Pool::release`]; dropping it instead closes the
@@ -140,6 +142,7 @@ impl Pool {
             env,
             refill: Arc::new(Notify::new()),
             stats: PoolStats::default(),
+            statements: Default::default(),
         });
         for cap in &pool.env.caps {
             cap.join(Arc::downgrade(&pool));
@@ -349,7 +352,9 @@ impl Pool {
                 if cap.try_take() {
                     break;
                 }
-                if cap.reclaim_idle(self) {
+                // Only a client waiting now may close a sibling's idle server; a min_size fill
+                // that did would make pools under one cap take servers from each other forever.
+                if deadline.is_some() && cap.reclaim_idle(self) {
                     continue;
                 }
                 let timed_out = match deadline {
@@ -562,7 +567,18 @@ impl Pool {
                         }
                         break;
                     }
+                    Err(e) if !Breaker::counts(e.class()) => {
+                        // The server answered (e.g. it rejected the credentials): the address
+                        // is reachable again; that failure is the pools' to report.
+                        tracing::debug!(server = %breaker.addr(), error = %e, "probe reached the server");
+                        breaker.on_success();
+                        if let Some(p) = pool.upgrade() {
+                            p.refill.notify_one();
+                        }
+                        break;
+                    }
                     Err(e) => {
+                        tracing::debug!(server = %breaker.addr(), class = %e.class(), error = %e, "probe failed");
                         breaker.on_failure(e.class(), &e.to_string());
                     }
                 }

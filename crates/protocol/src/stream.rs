@@ -64,6 +64,21 @@ impl StreamScanner {
         self.head_len == 0 && !self.in_body
     }
 
+    /// The size limit.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Header bytes of a frame whose header is not complete yet (they ended the last chunk).
+    /// A caller that may need to drop that frame holds these bytes back.
+    pub fn partial_header_len(&self) -> usize {
+        if self.in_body {
+            0
+        } else {
+            self.head_len
+        }
+    }
+
     /// Changes the size limit (a live config change); frames already started are unaffected.
     pub fn set_max_len(&mut self, max_len: usize) {
         self.max_len = max_len;

@@ -236,6 +236,7 @@ async fn login(
         client_scan: StreamScanner::new(config.pgtide.max_message_size as usize),
         shutdown,
         slow: None,
+        prepared: None,
         slow_format: (
             config.log.slow_query_sql_chars,
             config.log.slow_query_redact,

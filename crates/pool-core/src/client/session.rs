@@ -29,6 +29,8 @@ use super::slow::SlowLog;
 use crate::cancel::{send_cancel, CancelRegistration};
 use crate::failure::FailureClass;
 use crate::pool::{Checkout, Pool};
+use crate::prepared::rewrite::{on_server_frame, rewrite_client, Bound};
+use crate::prepared::{ClientStatements, Expected, ServerStatements};
 use crate::report::{Failure, Failures};
 use crate::server::{ParamSet, ServerConn};
 use crate::stream::Stream;
@@ -137,6 +139,18 @@ pub struct Session {
     pub(super) slow: Option<Box<SlowLog>>,
     /// `log.slow_query_sql_chars` and `log.slow_query_redact` when the client logged in.
     pub(super) slow_format: (u32, bool),
+    /// The client's named prepared statements, once it used one in transaction/statement mode.
+    pub(super) prepared: Option<Box<ClientStatements>>,
+}
+
+/// Statement tracking while bound: what the server answers must be matched against.
+struct Tracking<'a> {
+    expect: &'a mut Expected,
+    server: &'a mut ServerStatements,
+    /// Byte ranges (in the server buffer) of answers the client must not see.
+    drops: &'a mut Vec<std::ops::Range<usize>>,
+    /// Where the bytes being scanned start in the server buffer.
+    offset: usize,
 }
 
 impl Session {
@@ -148,6 +162,10 @@ impl Session {
             let mut progress = Progress::new();
             let settings = self.pool.settings();
             let idle_limit = settings.client_idle_timeout.non_zero();
+            // Named statements are tracked where a client can change servers between
+            // transactions.
+            let track = (self.mode != PoolMode::Session && settings.max_prepared_statements > 0)
+                .then_some(settings.max_prepared_statements as usize);
             match settings.slow_query_threshold.non_zero() {
                 Some(threshold) => {
                     let (chars, redact) = self.slow_format;
@@ -182,15 +200,22 @@ impl Session {
             if let Some(slow) = &mut self.slow {
                 slow.transaction_starts(Instant::now());
             }
-            if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
-                return self.protocol_violation(e).await;
-            }
-            if cbuf.is_empty() {
-                // Only Terminate (or nothing complete yet that needs a server).
-                if progress.terminated {
+            if track.is_some() {
+                // Scanned after rewriting, once bound; a lone Terminate needs no server.
+                if cbuf.first() == Some(&tag::frontend::TERMINATE) {
                     return;
                 }
-                continue;
+            } else {
+                if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
+                    return self.protocol_violation(e).await;
+                }
+                if cbuf.is_empty() {
+                    // Only Terminate (or nothing complete yet that needs a server).
+                    if progress.terminated {
+                        return;
+                    }
+                    continue;
+                }
             }
             let mut checkout = match self.pool.acquire().await {
                 Ok(c) => c,
@@ -210,7 +235,7 @@ impl Session {
             // The busy path is boxed so that an idle session's task stays small: its future
             // then holds only the idle wait, not the bound loop's buffers and timers.
             let outcome = match Box::pin(self.sync_params(server)).await {
-                Ok(()) => Box::pin(self.bound(checkout.conn(), cbuf, &mut progress)).await,
+                Ok(()) => Box::pin(self.bound(checkout.conn(), cbuf, &mut progress, track)).await,
                 Err(e) => Unbind::ServerGone {
                     class: FailureClass::ServerConnLost,
                     error: e,
@@ -284,7 +309,24 @@ impl Session {
         server: &mut ServerConn,
         mut cbuf: BytesMut,
         p: &mut Progress,
+        track: Option<usize>,
     ) -> Unbind {
+        // Statement tracking: answers to match, and the rewritten client bytes.
+        let mut expect = Expected::new();
+        let mut out = BytesMut::new();
+        let mut drops = Vec::new();
+        // Server bytes held back (a partial header of an answer that may have to be dropped).
+        let mut held = 0;
+        if let Some(cap) = track {
+            if let Err(e) = self.rewrite_and_scan(server, &mut cbuf, &mut out, &mut expect, p, cap)
+            {
+                return Unbind::ClientViolation {
+                    code: e.sqlstate(),
+                    message: e.to_string(),
+                };
+            }
+            std::mem::swap(&mut cbuf, &mut out);
+        }
         if !cbuf.is_empty() {
             if let Err(e) = server.stream.write_all(&cbuf).await {
                 return Unbind::ServerGone {
@@ -293,6 +335,10 @@ impl Session {
                 };
             }
             cbuf.clear();
+        }
+        if track.is_some() {
+            // `out` holds any partial frame the rewriter kept; it is the client buffer now.
+            std::mem::swap(&mut cbuf, &mut out);
         }
         let mut sbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
@@ -333,7 +379,13 @@ impl Session {
                         Ok(_) => {}
                         Err(e) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() },
                     }
-                    let scanned = scan_server(&mut server_scan, &sbuf, p, &mut self.params, &mut server.params);
+                    let tracking = track.is_some().then_some(Tracking {
+                        expect: &mut expect,
+                        server: &mut server.statements,
+                        drops: &mut drops,
+                        offset: held,
+                    });
+                    let scanned = scan_server(&mut server_scan, &sbuf[held..], p, &mut self.params, &mut server.params, tracking);
                     if p.statement_timeouts > 0 {
                         for _ in 0..std::mem::take(&mut p.statement_timeouts) {
                             self.failures.report(
@@ -357,10 +409,25 @@ impl Session {
                     if let Err(e) = scanned {
                         return Unbind::ServerGone { class: FailureClass::ProtocolViolation, error: e.to_string() };
                     }
-                    if !p.terminated && self.client.write_all(&sbuf).await.is_err() {
-                        return Unbind::ClientGone { reusable: false };
+                    let keep = if track.is_some() && !expect.is_empty() { server_scan.partial_header_len() } else { 0 };
+                    let send_len = sbuf.len() - keep;
+                    if !p.terminated && send_len > 0 {
+                        let written = if drops.is_empty() {
+                            self.client.write_all(&sbuf[..send_len]).await
+                        } else {
+                            let filtered = without_ranges(&sbuf[..send_len], &drops);
+                            drops.clear();
+                            self.client.write_all(&filtered).await
+                        };
+                        if written.is_err() {
+                            return Unbind::ClientGone { reusable: false };
+                        }
                     }
-                    sbuf.clear();
+                    drops.clear();
+                    let len = sbuf.len();
+                    sbuf.copy_within(send_len..len, 0);
+                    sbuf.truncate(keep);
+                    held = keep;
                     if sbuf.capacity() < READ_CHUNK {
                         sbuf.reserve(READ_CHUNK);
                     }
@@ -384,9 +451,16 @@ impl Session {
                         }
                         Ok(_) => {}
                     }
-                    if let Err(e) = self.scan_client(&mut cbuf, p) {
+                    let scanned = match track {
+                        Some(cap) => self.rewrite_and_scan(server, &mut cbuf, &mut out, &mut expect, p, cap),
+                        None => self.scan_client(&mut cbuf, p),
+                    };
+                    if let Err(e) = scanned {
                         return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
                     }
+                    // With tracking, `out` holds the bytes for the server and `cbuf` keeps any
+                    // frame not complete yet.
+                    let to_server = if track.is_some() { &mut out } else { &mut cbuf };
                     if p.pending > 0 {
                         if query_started.is_none() && query_timeout.is_some() {
                             query_started = Some(Instant::now());
@@ -395,12 +469,12 @@ impl Session {
                             slow.query_sent();
                         }
                     }
-                    if !cbuf.is_empty() {
-                        if let Err(e) = server.stream.write_all(&cbuf).await {
+                    if !to_server.is_empty() {
+                        if let Err(e) = server.stream.write_all(to_server).await {
                             return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
                         }
                     }
-                    cbuf.clear();
+                    to_server.clear();
                     if cbuf.capacity() < READ_CHUNK {
                         cbuf.reserve(READ_CHUNK);
                     }
@@ -449,6 +523,11 @@ impl Session {
             |f| {
                 if cut.is_some() {
                     return;
+                }
+                if let (Some(slow), None) = (slow.as_mut(), f.body) {
+                    if matches!(f.tag, tag::frontend::QUERY | tag::frontend::PARSE) {
+                        slow.saw_sql(b"(statement text too long to capture)");
+                    }
                 }
                 if let (Some(slow), Some(body)) = (slow.as_mut(), f.body) {
                     match f.tag {
@@ -509,6 +588,29 @@ impl Session {
             p.terminated = true;
         }
         Ok(())
+    }
+
+    /// Rewrites the client's statement names for `server` into `out` (complete frames only;
+    /// the rest stays in `cbuf`) and scans the result like any client bytes.
+    fn rewrite_and_scan(
+        &mut self,
+        server: &mut ServerConn,
+        cbuf: &mut BytesMut,
+        out: &mut BytesMut,
+        expect: &mut Expected,
+        p: &mut Progress,
+        cap: usize,
+    ) -> Result<(), ProtocolError> {
+        let client = self.prepared.get_or_insert_with(Default::default);
+        let mut bound = Bound {
+            registry: &self.pool.statements,
+            server: &mut server.statements,
+            cap,
+            expect,
+            max_len: self.client_scan.max_len(),
+        };
+        rewrite_client(client, cbuf, out, &mut bound)?;
+        self.scan_client(out, p)
     }
 
     /// Brings the server's settings to the client's with one `SET …; SET …` round trip.
@@ -572,6 +674,7 @@ fn scan_server(
     p: &mut Progress,
     client_params: &mut ParamSet,
     server_params: &mut ParamSet,
+    mut tracking: Option<Tracking<'_>>,
 ) -> Result<(), ProtocolError> {
     scan.feed(
         data,
@@ -583,56 +686,80 @@ fn scan_server(
                     | tag::backend::ERROR_RESPONSE
             )
         },
-        |f| match f.tag {
-            tag::backend::READY_FOR_QUERY => {
-                p.pending = p.pending.saturating_sub(1);
-                if let Some(status) = f
-                    .body
-                    .and_then(|b| b.first())
-                    .and_then(|b| TransactionStatus::from_byte(*b))
-                {
-                    p.status = status;
-                }
-                p.at_ready = true;
-            }
-            tag::backend::PARAMETER_STATUS => {
-                p.at_ready = false;
-                if let Some(Ok(BackendMessage::ParameterStatus { name, value })) =
-                    f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
-                {
-                    server_params.set(name, value);
-                    client_params.set(name, value);
+        |f| {
+            if let Some(t) = tracking.as_mut().filter(|t| !t.expect.is_empty()) {
+                if on_server_frame(f.tag, t.expect, t.server) {
+                    let end = t.offset + f.end;
+                    if let Some(start) = end.checked_sub(f.len) {
+                        t.drops.push(start..end);
+                    }
                 }
             }
-            tag::backend::ERROR_RESPONSE => {
-                p.at_ready = false;
-                if let Some(Ok(BackendMessage::ErrorResponse(fields))) =
-                    f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
-                {
-                    if fields
-                        .code
-                        .is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
+            match f.tag {
+                tag::backend::READY_FOR_QUERY => {
+                    p.pending = p.pending.saturating_sub(1);
+                    if let Some(status) = f
+                        .body
+                        .and_then(|b| b.first())
+                        .and_then(|b| TransactionStatus::from_byte(*b))
                     {
-                        p.server_shutting_down = true;
+                        p.status = status;
                     }
-                    let statement_timeout = fields.code.is_some_and(|c| c.as_str() == "57014")
-                        && fields
-                            .message
-                            .as_deref()
-                            .is_some_and(|m| m.contains("statement timeout"));
-                    if statement_timeout {
-                        p.statement_timeouts += 1;
+                    p.at_ready = true;
+                }
+                tag::backend::PARAMETER_STATUS => {
+                    p.at_ready = false;
+                    if let Some(Ok(BackendMessage::ParameterStatus { name, value })) =
+                        f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
+                    {
+                        server_params.set(name, value);
+                        client_params.set(name, value);
                     }
                 }
+                tag::backend::ERROR_RESPONSE => {
+                    p.at_ready = false;
+                    if let Some(Ok(BackendMessage::ErrorResponse(fields))) =
+                        f.body.map(|b| pgtide_protocol::backend::decode(f.tag, b))
+                    {
+                        if fields
+                            .code
+                            .is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
+                        {
+                            p.server_shutting_down = true;
+                        }
+                        let statement_timeout = fields.code.is_some_and(|c| c.as_str() == "57014")
+                            && fields
+                                .message
+                                .as_deref()
+                                .is_some_and(|m| m.contains("statement timeout"));
+                        if statement_timeout {
+                            p.statement_timeouts += 1;
+                        }
+                    }
+                }
+                _ => p.at_ready = false,
             }
-            _ => p.at_ready = false,
         },
     )
+}
+
+/// `data` without the byte ranges `drops` (sorted, disjoint): answers the client did not ask for.
+fn without_ranges(data: &[u8], drops: &[std::ops::Range<usize>]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(data.len());
+    let mut at = 0;
+    for r in drops {
+        out.extend_from_slice(&data[at..r.start.min(data.len())]);
+        at = r.end.min(data.len());
+    }
+    out.extend_from_slice(&data[at..]);
+    out
 }
 
 /// Runs the reset query (session mode) and reports whether the server ended clean and idle.
 async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
     let clean = matches!(server.run_own_query(sql, |_, _| {}).await, Ok(None));
+    // The reset may have deallocated every statement (DISCARD ALL); never assume one survived.
+    server.statements.clear();
     // Settings pgtide SET that the server does not report are gone after a reset; forget them
     // so the next client's values are applied again.
     server

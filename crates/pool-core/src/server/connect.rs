@@ -215,6 +215,7 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         created: now,
         idle_since: now,
         lifetime: t.max_lifetime.map(jitter),
+        statements: Default::default(),
     })
 }
 

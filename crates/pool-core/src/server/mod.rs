@@ -37,6 +37,8 @@ pub struct ServerConn {
     pub idle_since: Instant,
     /// Age after which it is retired once idle; `max_lifetime` with per-connection jitter.
     pub lifetime: Option<Duration>,
+    /// Named statements pgtide prepared on this server (transaction-mode tracking).
+    pub statements: crate::prepared::ServerStatements,
 }
 
 impl ServerConn {

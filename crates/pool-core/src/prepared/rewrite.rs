@@ -1,0 +1,536 @@
+//! The two directions of statement tracking: the client's frames rewritten for the server it
+//! is bound to, and the server's answers matched against what was sent.
+//!
+//! Only Parse, Bind, Describe, Close and Query frames are held until complete (they are small
+//! or must be read whole); every other frame streams through as it arrives.
+//!
+//! Known limits (docs/prepared-statements.md): a client Parse of a statement the server already
+//! has is answered by the server parsing an empty unnamed statement (so the ParseComplete comes
+//! back in order) — a client that relies on an unnamed statement parsed *before* that named
+//! Parse and bound after it would bind the empty one. No driver we know does this.
+
+use bytes::BytesMut;
+use pgtide_protocol::frame::HEADER_LEN;
+use pgtide_protocol::frontend::{self, FrontendMessage, Target};
+use pgtide_protocol::tag::{backend as btag, frontend as ftag};
+use pgtide_protocol::{encode, frame_header, ProtocolError};
+
+use super::{ClientStatements, Expect, Expected, Registry, ServerStatements, Statement};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// A statement name that never exists on a server: a client's Close of one of its statements
+/// becomes a Close of this, which the server answers with CloseComplete in order (closing a
+/// missing statement is not an error) while the shared statement stays prepared.
+pub const NEVER_PREPARED: &str = "pgtide_closed";
+
+/// Parse of the empty query as the unnamed statement: answered with ParseComplete, costs
+/// the server next to nothing.
+const EMPTY_UNNAMED_PARSE: [u8; 9] = [ftag::PARSE, 0, 0, 0, 8, 0, 0, 0, 0];
+
+/// What the rewriter works against while a client is bound to a server.
+pub struct Bound<'a> {
+    /// The pool's statements.
+    pub registry: &'a Registry,
+    /// What the server has.
+    pub server: &'a mut ServerStatements,
+    /// `max_prepared_statements`.
+    pub cap: usize,
+    /// Answers to match.
+    pub expect: &'a mut Expected,
+    /// Largest frame accepted.
+    pub max_len: usize,
+}
+
+/// Moves client bytes from `input` to `out`, rewriting statement names. A Parse/Bind/
+/// Describe/Close/Query frame that is not complete yet stays in `input` for the next read.
+pub fn rewrite_client(
+    client: &mut ClientStatements,
+    input: &mut BytesMut,
+    out: &mut BytesMut,
+    b: &mut Bound<'_>,
+) -> Result<(), ProtocolError> {
+    loop {
+        if client.passthrough_left > 0 {
+            let n = client.passthrough_left.min(input.len());
+            if n == 0 {
+                return Ok(());
+            }
+            out.extend_from_slice(&input[..n]);
+            let _ = input.split_to(n);
+            client.passthrough_left -= n;
+            continue;
+        }
+        let Some(h) = frame_header(input, b.max_len)? else {
+            return Ok(());
+        };
+        match h.tag {
+            ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::CLOSE | ftag::QUERY => {
+                if input.len() < h.len {
+                    return Ok(());
+                }
+                let frame = input.split_to(h.len);
+                rewrite_frame(client, &frame, out, b)?;
+            }
+            tag => {
+                match tag {
+                    ftag::SYNC | ftag::FUNCTION_CALL => {
+                        b.expect.push_back(Expect::Sync);
+                        client.syncs_since_execute += 1;
+                    }
+                    ftag::EXECUTE => {
+                        client.syncs_since_execute = 0;
+                        client.in_copy = false;
+                    }
+                    ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL if !client.in_copy => {
+                        // The Syncs between the Execute that started COPY FROM STDIN and its
+                        // data were ignored by the server: take them back.
+                        client.in_copy = true;
+                        for _ in 0..std::mem::take(&mut client.syncs_since_execute) {
+                            if b.expect.back() == Some(&Expect::Sync) {
+                                b.expect.pop_back();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                client.passthrough_left = h.len;
+            }
+        }
+    }
+}
+
+fn rewrite_frame(
+    client: &mut ClientStatements,
+    frame: &[u8],
+    out: &mut BytesMut,
+    b: &mut Bound<'_>,
+) -> Result<(), ProtocolError> {
+    let tag = frame[0];
+    let body = &frame[HEADER_LEN..];
+    match tag {
+        ftag::PARSE => {
+            let name_end = body
+                .iter()
+                .position(|&c| c == 0)
+                .ok_or(ProtocolError::Malformed {
+                    message: "Parse",
+                    reason: "statement name is not terminated",
+                })?;
+            if name_end == 0 {
+                b.expect.push_back(Expect::Parse {
+                    swallow: false,
+                    id: None,
+                });
+                out.extend_from_slice(frame);
+                return Ok(());
+            }
+            let name =
+                std::str::from_utf8(&body[..name_end]).map_err(|_| ProtocolError::Malformed {
+                    message: "Parse",
+                    reason: "statement name is not UTF-8",
+                })?;
+            let stmt = b.registry.intern(&body[name_end + 1..]);
+            client.names.insert(name.into(), stmt.clone());
+            if b.server.touch(stmt.id) {
+                out.extend_from_slice(&EMPTY_UNNAMED_PARSE);
+                b.expect.push_back(Expect::Parse {
+                    swallow: false,
+                    id: None,
+                });
+            } else {
+                prepare_on_server(&stmt, out, b, false);
+            }
+        }
+        ftag::BIND => {
+            let bind = frontend::parse_bind_header(body)?;
+            match client
+                .names
+                .get(bind.statement)
+                .filter(|_| !bind.statement.is_empty())
+            {
+                Some(stmt) => {
+                    ensure_on_server(stmt, out, b);
+                    encode::rewrite_bind(out, frame, &stmt.name)?;
+                }
+                None => out.extend_from_slice(frame),
+            }
+        }
+        ftag::DESCRIBE | ftag::CLOSE => {
+            let (target, name) = match frontend::decode(tag, body)? {
+                FrontendMessage::Describe { target, name }
+                | FrontendMessage::Close { target, name } => (target, name),
+                _ => unreachable!("decode keeps the tag"),
+            };
+            let mapped = (target == Target::Statement && !name.is_empty())
+                .then(|| client.names.get(name).cloned())
+                .flatten();
+            match (tag, mapped) {
+                (ftag::DESCRIBE, Some(stmt)) => {
+                    ensure_on_server(&stmt, out, b);
+                    encode::describe(out, Target::Statement, &stmt.name);
+                }
+                (ftag::CLOSE, Some(_)) => {
+                    client.names.remove(name);
+                    encode::close(out, Target::Statement, NEVER_PREPARED);
+                }
+                _ => out.extend_from_slice(frame),
+            }
+            if tag == ftag::CLOSE {
+                b.expect.push_back(Expect::Close { swallow: false });
+            }
+        }
+        ftag::QUERY => {
+            client.syncs_since_execute = 0;
+            client.in_copy = false;
+            rewrite_query(client, frame, out, b)?;
+            b.expect.push_back(Expect::Sync);
+        }
+        _ => out.extend_from_slice(frame),
+    }
+    Ok(())
+}
+
+/// Before a Bind or Describe: prepares the statement on the server when it lacks it (the
+/// ParseComplete is swallowed).
+fn ensure_on_server(stmt: &Arc<Statement>, out: &mut BytesMut, b: &mut Bound<'_>) {
+    if !b.server.touch(stmt.id) {
+        b.registry.reprepares.fetch_add(1, Relaxed);
+        prepare_on_server(stmt, out, b, true);
+    }
+}
+
+fn prepare_on_server(stmt: &Arc<Statement>, out: &mut BytesMut, b: &mut Bound<'_>, swallow: bool) {
+    if let Some(evicted) = b.server.insert(stmt.clone(), b.cap) {
+        b.registry.evictions.fetch_add(1, Relaxed);
+        encode::close(out, Target::Statement, &evicted.name);
+        b.expect.push_back(Expect::Close { swallow: true });
+    }
+    stmt.encode_parse(out);
+    b.expect.push_back(Expect::Parse {
+        swallow,
+        id: Some(stmt.id),
+    });
+}
+
+/// Simple-protocol statements that touch prepared statements.
+fn rewrite_query(
+    client: &mut ClientStatements,
+    frame: &[u8],
+    out: &mut BytesMut,
+    b: &mut Bound<'_>,
+) -> Result<(), ProtocolError> {
+    let body = &frame[HEADER_LEN..];
+    let sql = body.strip_suffix(&[0]).unwrap_or(body);
+    let text = sql.trim_ascii_start();
+    if starts_with_word(text, b"prepare") {
+        encode::query(out, REFUSE_SQL_PREPARE);
+        return Ok(());
+    }
+    if contains_ci(sql, b"discard all")
+        || contains_ci(sql, b"deallocate all")
+        || contains_ci(sql, b"deallocate prepare all")
+    {
+        // Every statement of this server session is gone; so is every name the client had.
+        client.names.clear();
+        b.server.clear();
+    } else if starts_with_word(text, b"deallocate") {
+        if let Some(stmt) = deallocate_target(text).and_then(|n| client.names.remove(n.as_str())) {
+            // Deallocate the server's statement under its real name; prepare it first if this
+            // server lacks it, so the command succeeds as it would have on the client's server.
+            if b.server.touch(stmt.id) {
+                b.server.remove(stmt.id);
+            } else {
+                stmt.encode_parse(out);
+                b.expect.push_back(Expect::Parse {
+                    swallow: true,
+                    id: None,
+                });
+            }
+            encode::query(out, &format!("DEALLOCATE {}", stmt.name));
+            return Ok(());
+        }
+    }
+    out.extend_from_slice(frame);
+    Ok(())
+}
+
+/// What a refused SQL `PREPARE` runs instead: the server raises a clear error in order with
+/// the client's other answers (and aborts the transaction, as any error would).
+const REFUSE_SQL_PREPARE: &str = "DO $pgtide$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
+MESSAGE = 'pgtide: SQL PREPARE is not supported in transaction pooling mode (the next transaction may run on another server)', \
+HINT = 'Use your driver''s protocol-level prepared statements, which pgtide tracks across servers, or a session-mode pool for PREPARE/EXECUTE.'; END$pgtide$";
+
+fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
+    text.len() >= word.len()
+        && text[..word.len()].eq_ignore_ascii_case(word)
+        && text
+            .get(word.len())
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The name in `DEALLOCATE [PREPARE] name [;]` (one statement, nothing after it).
+fn deallocate_target(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut words = text.split_ascii_whitespace();
+    words.next()?; // DEALLOCATE
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some_and(|w| w != ";") {
+        return None;
+    }
+    let name = name.strip_suffix(';').unwrap_or(name);
+    if let Some(quoted) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        return Some(quoted.replace("\"\"", "\""));
+    }
+    Some(name.to_ascii_lowercase())
+}
+
+/// Matches one server frame against what was sent; true when the client must not see it.
+pub fn on_server_frame(tag: u8, expect: &mut Expected, server: &mut ServerStatements) -> bool {
+    match tag {
+        btag::PARSE_COMPLETE => match expect.pop_front() {
+            Some(Expect::Parse { swallow, .. }) => swallow,
+            other => misaligned(expect, other),
+        },
+        btag::CLOSE_COMPLETE => match expect.pop_front() {
+            Some(Expect::Close { swallow }) => swallow,
+            other => misaligned(expect, other),
+        },
+        btag::READY_FOR_QUERY => {
+            // Everything sent before this sync point is answered; a Parse without its
+            // ParseComplete failed (or was skipped after an error): the server lacks it.
+            while let Some(e) = expect.pop_front() {
+                match e {
+                    Expect::Sync => break,
+                    Expect::Parse { id: Some(id), .. } => server.remove(id),
+                    _ => {}
+                }
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+fn misaligned(expect: &mut Expected, got: Option<Expect>) -> bool {
+    tracing::debug!(
+        ?got,
+        "prepared statement tracking lost step with the server; resetting"
+    );
+    expect.clear();
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(sql.as_bytes());
+        body.extend_from_slice(&[0, 0, 0]);
+        frame(ftag::PARSE, &body)
+    }
+
+    fn bind(stmt: &str) -> Vec<u8> {
+        let mut body = vec![0];
+        body.extend_from_slice(stmt.as_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        frame(ftag::BIND, &body)
+    }
+
+    fn tags(out: &[u8]) -> Vec<(u8, String)> {
+        let mut v = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let len = i32::from_be_bytes(out[i + 1..i + 5].try_into().unwrap()) as usize;
+            let body = &out[i + 5..i + 1 + len];
+            // Bind: empty portal name first; Close/Describe: the kind byte first.
+            let name_at = usize::from(matches!(out[i], ftag::BIND | ftag::CLOSE | ftag::DESCRIBE));
+            let name: String = body[name_at..]
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as char)
+                .collect();
+            v.push((out[i], name));
+            i += 1 + len;
+        }
+        v
+    }
+
+    struct Fixture {
+        registry: Registry,
+        server: ServerStatements,
+        expect: Expected,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                registry: Registry::default(),
+                server: ServerStatements::default(),
+                expect: Expected::new(),
+            }
+        }
+
+        fn run(&mut self, client: &mut ClientStatements, input: &[u8], cap: usize) -> BytesMut {
+            let mut b = Bound {
+                registry: &self.registry,
+                server: &mut self.server,
+                cap,
+                expect: &mut self.expect,
+                max_len: 1 << 20,
+            };
+            let mut inp = BytesMut::from(input);
+            let mut out = BytesMut::new();
+            rewrite_client(client, &mut inp, &mut out, &mut b).unwrap();
+            assert!(inp.is_empty());
+            out
+        }
+    }
+
+    #[test]
+    fn client_names_map_to_shared_server_names_and_missing_ones_are_prepared() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        let input = [parse("s1", "SELECT 1"), bind("s1"), frame(ftag::SYNC, &[])].concat();
+        let out = f.run(&mut a, &input, 10);
+        assert_eq!(
+            tags(&out),
+            [
+                (b'P', "pgtide_1".into()),
+                (b'B', "pgtide_1".into()),
+                (b'S', String::new())
+            ]
+        );
+        // Another client, same SQL under another name, on a new server: prepared there first.
+        f.server = ServerStatements::default();
+        f.expect.clear();
+        let mut b = ClientStatements::default();
+        f.run(&mut b, &parse("other", "SELECT 1"), 10);
+        assert!(f.server.touch(1));
+        // Its Bind on a server that lost the statement: injected Parse, swallowed.
+        f.server.clear();
+        f.expect.clear();
+        let out = f.run(&mut b, &bind("other"), 10);
+        assert_eq!(tags(&out)[0], (b'P', "pgtide_1".into()));
+        assert_eq!(
+            f.expect[0],
+            Expect::Parse {
+                swallow: true,
+                id: Some(1)
+            }
+        );
+        assert!(on_server_frame(
+            btag::PARSE_COMPLETE,
+            &mut f.expect,
+            &mut f.server
+        ));
+    }
+
+    #[test]
+    fn same_name_different_sql_stays_apart() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        let mut b = ClientStatements::default();
+        f.run(&mut a, &parse("q", "SELECT 1"), 10);
+        f.run(&mut b, &parse("q", "SELECT 2"), 10);
+        assert_ne!(a.names["q"].id, b.names["q"].id);
+    }
+
+    #[test]
+    fn lru_evicts_with_a_swallowed_close_and_failed_parses_are_forgotten() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        f.run(&mut a, &parse("a", "SELECT 1"), 1);
+        let out = f.run(&mut a, &parse("b", "SELECT 2"), 1);
+        assert_eq!(tags(&out)[0], (b'C', "pgtide_1".into()));
+        assert_eq!(f.registry.evictions.load(Relaxed), 1);
+        assert!(!on_server_frame(
+            btag::PARSE_COMPLETE,
+            &mut f.expect,
+            &mut f.server
+        )); // a
+        assert!(on_server_frame(
+            btag::CLOSE_COMPLETE,
+            &mut f.expect,
+            &mut f.server
+        )); // evict
+            // b's Parse fails: ErrorResponse then ReadyForQuery; the server does not have b.
+        f.expect.push_back(Expect::Sync);
+        on_server_frame(btag::READY_FOR_QUERY, &mut f.expect, &mut f.server);
+        assert!(f.server.is_empty());
+    }
+
+    #[test]
+    fn client_close_keeps_the_shared_statement_and_answers_in_order() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        f.run(&mut a, &parse("a", "SELECT 1"), 10);
+        let mut body = vec![b'S'];
+        body.extend_from_slice(b"a\0");
+        let out = f.run(&mut a, &frame(ftag::CLOSE, &body), 10);
+        assert_eq!(tags(&out), [(b'C', NEVER_PREPARED.into())]);
+        assert!(a.names.is_empty());
+        assert_eq!(f.server.len(), 1);
+    }
+
+    #[test]
+    fn sql_prepare_is_refused_and_deallocate_all_forgets_everything() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        let out = f.run(
+            &mut a,
+            &frame(ftag::QUERY, b"  prepare x as select 1\0"),
+            10,
+        );
+        assert!(String::from_utf8_lossy(&out).contains("feature_not_supported"));
+        f.run(&mut a, &parse("a", "SELECT 1"), 10);
+        f.run(&mut a, &frame(ftag::QUERY, b"DEALLOCATE ALL\0"), 10);
+        assert!(a.names.is_empty() && f.server.is_empty());
+        assert_eq!(
+            deallocate_target(b"DEALLOCATE PREPARE \"Ab\";").as_deref(),
+            Some("Ab")
+        );
+        assert_eq!(deallocate_target(b"deallocate S_1").as_deref(), Some("s_1"));
+        assert_eq!(deallocate_target(b"deallocate a; select 1"), None);
+    }
+
+    #[test]
+    fn large_frames_stream_through_in_pieces() {
+        let mut f = Fixture::new();
+        let mut a = ClientStatements::default();
+        let data = frame(ftag::COPY_DATA, &[7u8; 100]);
+        let mut b = Bound {
+            registry: &f.registry,
+            server: &mut f.server,
+            cap: 10,
+            expect: &mut f.expect,
+            max_len: 1 << 20,
+        };
+        let mut out = BytesMut::new();
+        let mut inp = BytesMut::from(&data[..30]);
+        rewrite_client(&mut a, &mut inp, &mut out, &mut b).unwrap();
+        assert_eq!(out.len(), 30);
+        inp.extend_from_slice(&data[30..]);
+        rewrite_client(&mut a, &mut inp, &mut out, &mut b).unwrap();
+        assert_eq!(&out[..], &data[..]);
+    }
+}

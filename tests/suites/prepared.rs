@@ -1,0 +1,281 @@
+//! Named prepared statements in transaction mode: pgbench -M prepared, tokio-postgres, asyncpg
+//! and psycopg 3 with their defaults, statement names that collide between clients, and
+//! statements whose server died.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgtide_harness::{pg_command, Auth, Cluster, Pgtide};
+
+mod common;
+use common::*;
+
+fn cluster() -> Cluster {
+    app_cluster(Auth::ScramSha256)
+}
+
+/// pgtide in transaction mode with a small pool, so clients move between servers.
+fn pooled(c: &Cluster, max_size: &str) -> Pgtide {
+    pgtide_with(
+        c,
+        &[("pool.mode", "transaction"), ("pool.max_size", max_size)],
+    )
+}
+
+fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
+    pg_command("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER])
+        .env("PGPASSWORD", PASSWORD)
+        .args(args)
+        .arg(DB)
+        .output()
+        .expect("pgbench runs")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn pgbench_prepared_with_20_clients_runs_clean() {
+    let c = cluster();
+    let init = pgbench(c.port(), &["-i", "-q", "-s", "1"]);
+    assert!(init.status.success(), "{}", text(&init));
+    let p = pooled(&c, "3");
+    // -j = -c: pgbench prepares with a blocking call per thread (see the brief's pgbench trap).
+    for script in [&["-S"][..], &["-N"][..]] {
+        let out = pgbench(
+            p.port(),
+            &[
+                &["-M", "prepared", "-c", "20", "-j", "20", "-t", "50"],
+                script,
+            ]
+            .concat(),
+        );
+        let t = text(&out);
+        assert!(out.status.success(), "pgbench {script:?} failed:\n{t}");
+        assert!(
+            t.contains("number of transactions actually processed: 1000/1000"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("does not exist") && !t.contains("already exists"),
+            "{t}"
+        );
+    }
+    assert!(c.connection_count(Some(USER)) <= 3);
+    let pool = p.handle().shared().pools()[0].clone();
+    assert!(pool.statements.live() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_prepared_statements_follow_the_client_across_servers() {
+    let c = cluster();
+    let p = pooled(&c, "3");
+    let client = connect(&p).await;
+    let stmt = client
+        .prepare("SELECT $1::int + 1, pg_backend_pid()")
+        .await
+        .unwrap();
+    // Other clients hold servers in turn, so `client` keeps landing on different ones.
+    let holders: Vec<_> = futures::future::join_all((0..2).map(|_| connect_as(&p, USER, None)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut pids = HashSet::new();
+    for i in 0..60i32 {
+        let holder = &holders[(i % 2) as usize];
+        let hold = (i % 3 != 0).then(|| holder.batch_execute("BEGIN; SELECT pg_sleep(0.002)"));
+        if let Some(h) = hold {
+            h.await.unwrap();
+        }
+        let row = client.query_one(&stmt, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+        pids.insert(row.get::<_, i32>(1));
+        if i % 3 != 0 {
+            holder.batch_execute("COMMIT").await.unwrap();
+        }
+    }
+    assert!(
+        pids.len() >= 2,
+        "the statement ran on several servers: {pids:?}"
+    );
+    // Prepared in one transaction, executed in later ones.
+    let tx_stmt = {
+        client.batch_execute("BEGIN").await.unwrap();
+        let s = client.prepare("SELECT $1::text || '!'").await.unwrap();
+        client.batch_execute("COMMIT").await.unwrap();
+        s
+    };
+    for i in 0..10 {
+        let row = client.query_one(&tx_stmt, &[&i.to_string()]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("{i}!"));
+    }
+    let pool = p.handle().shared().pools()[0].clone();
+    assert!(pool.statements.reprepares.load(Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_statement_name_for_different_sql_never_mixes() {
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    // tokio-postgres names each client's first statement `s0`: the same name, other SQL.
+    let sa = a.prepare("SELECT 'from a'::text").await.unwrap();
+    let sb = b
+        .prepare("SELECT 'from b'::text || $1::text")
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let suffix = i.to_string();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&suffix];
+        let (ra, rb) = tokio::join!(a.query_one(&sa, &[]), b.query_one(&sb, &params));
+        assert_eq!(ra.unwrap().get::<_, String>(0), "from a");
+        assert_eq!(rb.unwrap().get::<_, String>(0), format!("from b{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_re_prepared_when_its_server_dies() {
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let client = connect(&p).await;
+    let stmt = client.prepare("SELECT $1::int * 10").await.unwrap();
+    assert_eq!(
+        client
+            .query_one(&stmt, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        10
+    );
+    assert!(c.terminate_connections(Some(USER)).unwrap() >= 1);
+    let pool = p.handle().shared().pools()[0].clone();
+    let before = pool.statements.reprepares.load(Relaxed);
+    // The idle server is dead; the next transaction gets a new one and the statement follows.
+    assert!(
+        wait_until(Duration::from_secs(5), || c.connection_count(Some(USER))
+            == 0)
+        .await,
+        "terminated"
+    );
+    assert_eq!(
+        client
+            .query_one(&stmt, &[&2i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        20
+    );
+    assert!(pool.statements.reprepares.load(Relaxed) > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_is_refused_with_a_clear_error_and_deallocate_all_stays_in_step() {
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let client = connect(&p).await;
+    let err = client
+        .batch_execute("PREPARE q AS SELECT 1")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+    );
+    assert!(
+        message(&err).contains("not supported in transaction pooling mode"),
+        "{}",
+        message(&err)
+    );
+    let stmt = client.prepare("SELECT 42").await.unwrap();
+    assert_eq!(
+        client.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0),
+        42
+    );
+    // DEALLOCATE ALL from the client: pgtide forgets the server's statements too, so the next
+    // Parse of the same SQL is prepared again instead of failing with "already exists".
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let again = client.prepare("SELECT 42").await.unwrap();
+    assert_eq!(
+        client
+            .query_one(&again, &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        42
+    );
+}
+
+/// The driver-test Python (asyncpg, psycopg 3), set up once per test process.
+fn python() -> &'static PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers/setup.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("runs tests/drivers/setup.sh");
+        assert!(
+            out.status.success(),
+            "tests/drivers/setup.sh failed:\n{}",
+            text(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(stdout.lines().last().expect("python path").trim())
+    })
+}
+
+fn run_driver(p: &Pgtide, script: &str, dsn: String) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("drivers")
+        .join(script);
+    let out = Command::new(python())
+        .arg(path)
+        .args([dsn.as_str(), "4", "60"])
+        .output()
+        .expect("driver script runs");
+    let t = text(&out);
+    assert!(out.status.success(), "{script} failed:\n{t}");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert_eq!(v["ok"], true, "{t}");
+    assert_eq!(v["transactions"], 240, "{t}");
+    let _ = p;
+    v
+}
+
+#[test]
+fn asyncpg_with_its_default_statement_cache() {
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let dsn = format!("postgresql://{USER}@127.0.0.1:{}/{DB}", p.port());
+    let v = run_driver(&p, "asyncpg_workload.py", dsn);
+    assert!(v["max_servers_per_client"].as_u64().unwrap() >= 2, "{v}");
+    assert!(c.connection_count(Some(USER)) <= 2);
+}
+
+#[test]
+fn psycopg3_with_its_default_prepare_threshold() {
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let dsn = format!("host=127.0.0.1 port={} user={USER} dbname={DB}", p.port());
+    let v = run_driver(&p, "psycopg_workload.py", dsn);
+    assert!(v["max_servers_per_client"].as_u64().unwrap() >= 2, "{v}");
+    let pool = p.handle().shared().pools()[0].clone();
+    assert!(pool.statements.live() >= 1, "psycopg prepared statements");
+}
