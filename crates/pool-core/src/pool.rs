@@ -127,6 +127,7 @@ impl Pool {
         let max = settings.max_size;
         let pool = Arc::new(Pool {
             name: key.to_string(),
+            statements: crate::prepared::Registry::new(key.to_string()),
             key,
             target: Mutex::new(Arc::new(target)),
             settings: Mutex::new(Arc::new(settings)),
@@ -142,7 +143,6 @@ impl Pool {
             env,
             refill: Arc::new(Notify::new()),
             stats: PoolStats::default(),
-            statements: Default::default(),
         });
         for cap in &pool.env.caps {
             cap.join(Arc::downgrade(&pool));

@@ -52,6 +52,8 @@ impl Statement {
 /// them; dead ones are swept as the map grows.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// `database/user`, the metric label.
+    pool: String,
     map: Mutex<RegistryMap>,
     next_id: AtomicU64,
     /// Statements prepared on a server because a client's statement was missing there.
@@ -67,6 +69,28 @@ struct RegistryMap {
 }
 
 impl Registry {
+    /// An empty registry for the pool named `pool`.
+    pub fn new(pool: String) -> Self {
+        Registry {
+            pool,
+            ..Default::default()
+        }
+    }
+
+    /// Counts a statement prepared again on a server that lacked it (a cache miss).
+    pub fn count_reprepare(&self) {
+        self.reprepares.fetch_add(1, Relaxed);
+        metrics::counter!("pgtide_prepared_reprepares_total", "pool" => self.pool.clone())
+            .increment(1);
+    }
+
+    /// Counts a statement closed on a server to stay under `max_prepared_statements`.
+    pub fn count_eviction(&self) {
+        self.evictions.fetch_add(1, Relaxed);
+        metrics::counter!("pgtide_prepared_evictions_total", "pool" => self.pool.clone())
+            .increment(1);
+    }
+
     /// The statement with this definition, created on first use.
     pub fn intern(&self, definition: &[u8]) -> Arc<Statement> {
         let mut m = lock(&self.map);
@@ -85,6 +109,8 @@ impl Registry {
         });
         m.by_definition
             .insert(definition.into(), Arc::downgrade(&s));
+        metrics::gauge!("pgtide_prepared_statements", "pool" => self.pool.clone())
+            .set(m.by_definition.len() as f64);
         s
     }
 

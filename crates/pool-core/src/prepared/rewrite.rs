@@ -16,7 +16,6 @@ use pgtide_protocol::tag::{backend as btag, frontend as ftag};
 use pgtide_protocol::{encode, frame_header, ProtocolError};
 
 use super::{ClientStatements, Expect, Expected, Registry, ServerStatements, Statement};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// A statement name that never exists on a server: a client's Close of one of its statements
@@ -44,33 +43,42 @@ pub struct Bound<'a> {
 
 /// Moves client bytes from `input` to `out`, rewriting statement names. A Parse/Bind/
 /// Describe/Close/Query frame that is not complete yet stays in `input` for the next read.
+/// When nothing needs rewriting (the common case) the bytes are moved, not copied.
 pub fn rewrite_client(
     client: &mut ClientStatements,
     input: &mut BytesMut,
     out: &mut BytesMut,
     b: &mut Bound<'_>,
 ) -> Result<(), ProtocolError> {
+    let mut o = Out {
+        out,
+        input,
+        copied: 0,
+        frame: 0..0,
+    };
+    let mut pos = 0;
     loop {
+        let rest = &o.input[pos..];
         if client.passthrough_left > 0 {
-            let n = client.passthrough_left.min(input.len());
+            let n = client.passthrough_left.min(rest.len());
             if n == 0 {
-                return Ok(());
+                break;
             }
-            out.extend_from_slice(&input[..n]);
-            let _ = input.split_to(n);
+            pos += n;
             client.passthrough_left -= n;
             continue;
         }
-        let Some(h) = frame_header(input, b.max_len)? else {
-            return Ok(());
+        let Some(h) = frame_header(rest, b.max_len)? else {
+            break;
         };
         match h.tag {
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::CLOSE | ftag::QUERY => {
-                if input.len() < h.len {
-                    return Ok(());
+                if rest.len() < h.len {
+                    break;
                 }
-                let frame = input.split_to(h.len);
-                rewrite_frame(client, &frame, out, b)?;
+                o.frame = pos..pos + h.len;
+                pos += h.len;
+                rewrite_frame(client, &mut o, b)?;
             }
             tag => {
                 match tag {
@@ -98,14 +106,52 @@ pub fn rewrite_client(
             }
         }
     }
+    let copied = o.copied;
+    if copied == 0 && out.is_empty() {
+        // Nothing rewritten: hand the bytes over without copying them.
+        *out = input.split_to(pos);
+    } else {
+        out.extend_from_slice(&input[copied..pos]);
+        let _ = input.split_to(pos);
+    }
+    Ok(())
+}
+
+/// Where rewritten bytes go: input frames pass through by position until one is replaced.
+struct Out<'a> {
+    out: &'a mut BytesMut,
+    input: &'a [u8],
+    /// Input bytes already accounted for in `out`.
+    copied: usize,
+    /// The frame being looked at, within `input`.
+    frame: std::ops::Range<usize>,
+}
+
+impl Out<'_> {
+    /// The current frame's bytes.
+    fn frame(&self) -> &[u8] {
+        &self.input[self.frame.clone()]
+    }
+
+    /// The buffer the current frame's replacement goes into; the unchanged input before the
+    /// frame is copied there first, and the frame itself is dropped from the pass-through.
+    fn replace(&mut self) -> &mut BytesMut {
+        if self.copied < self.frame.start {
+            self.out
+                .extend_from_slice(&self.input[self.copied..self.frame.start]);
+        }
+        self.copied = self.copied.max(self.frame.end);
+        self.out
+    }
 }
 
 fn rewrite_frame(
     client: &mut ClientStatements,
-    frame: &[u8],
-    out: &mut BytesMut,
+    o: &mut Out<'_>,
     b: &mut Bound<'_>,
 ) -> Result<(), ProtocolError> {
+    let input = o.input;
+    let frame = &input[o.frame.clone()];
     let tag = frame[0];
     let body = &frame[HEADER_LEN..];
     match tag {
@@ -122,7 +168,6 @@ fn rewrite_frame(
                     swallow: false,
                     id: None,
                 });
-                out.extend_from_slice(frame);
                 return Ok(());
             }
             let name =
@@ -133,27 +178,25 @@ fn rewrite_frame(
             let stmt = b.registry.intern(&body[name_end + 1..]);
             client.names.insert(name.into(), stmt.clone());
             if b.server.touch(stmt.id) {
-                out.extend_from_slice(&EMPTY_UNNAMED_PARSE);
+                o.replace().extend_from_slice(&EMPTY_UNNAMED_PARSE);
                 b.expect.push_back(Expect::Parse {
                     swallow: false,
                     id: None,
                 });
             } else {
-                prepare_on_server(&stmt, out, b, false);
+                prepare_on_server(&stmt, o.replace(), b, false);
             }
         }
         ftag::BIND => {
             let bind = frontend::parse_bind_header(body)?;
-            match client
+            if let Some(stmt) = client
                 .names
                 .get(bind.statement)
                 .filter(|_| !bind.statement.is_empty())
             {
-                Some(stmt) => {
-                    ensure_on_server(stmt, out, b);
-                    encode::rewrite_bind(out, frame, &stmt.name)?;
-                }
-                None => out.extend_from_slice(frame),
+                let out = o.replace();
+                ensure_on_server(stmt, out, b);
+                encode::rewrite_bind(out, frame, &stmt.name)?;
             }
         }
         ftag::DESCRIBE | ftag::CLOSE => {
@@ -167,14 +210,15 @@ fn rewrite_frame(
                 .flatten();
             match (tag, mapped) {
                 (ftag::DESCRIBE, Some(stmt)) => {
+                    let out = o.replace();
                     ensure_on_server(&stmt, out, b);
                     encode::describe(out, Target::Statement, &stmt.name);
                 }
                 (ftag::CLOSE, Some(_)) => {
                     client.names.remove(name);
-                    encode::close(out, Target::Statement, NEVER_PREPARED);
+                    encode::close(o.replace(), Target::Statement, NEVER_PREPARED);
                 }
-                _ => out.extend_from_slice(frame),
+                _ => {}
             }
             if tag == ftag::CLOSE {
                 b.expect.push_back(Expect::Close { swallow: false });
@@ -183,10 +227,10 @@ fn rewrite_frame(
         ftag::QUERY => {
             client.syncs_since_execute = 0;
             client.in_copy = false;
-            rewrite_query(client, frame, out, b)?;
+            rewrite_query(client, o, b);
             b.expect.push_back(Expect::Sync);
         }
-        _ => out.extend_from_slice(frame),
+        _ => {}
     }
     Ok(())
 }
@@ -195,14 +239,14 @@ fn rewrite_frame(
 /// ParseComplete is swallowed).
 fn ensure_on_server(stmt: &Arc<Statement>, out: &mut BytesMut, b: &mut Bound<'_>) {
     if !b.server.touch(stmt.id) {
-        b.registry.reprepares.fetch_add(1, Relaxed);
+        b.registry.count_reprepare();
         prepare_on_server(stmt, out, b, true);
     }
 }
 
 fn prepare_on_server(stmt: &Arc<Statement>, out: &mut BytesMut, b: &mut Bound<'_>, swallow: bool) {
     if let Some(evicted) = b.server.insert(stmt.clone(), b.cap) {
-        b.registry.evictions.fetch_add(1, Relaxed);
+        b.registry.count_eviction();
         encode::close(out, Target::Statement, &evicted.name);
         b.expect.push_back(Expect::Close { swallow: true });
     }
@@ -214,18 +258,13 @@ fn prepare_on_server(stmt: &Arc<Statement>, out: &mut BytesMut, b: &mut Bound<'_
 }
 
 /// Simple-protocol statements that touch prepared statements.
-fn rewrite_query(
-    client: &mut ClientStatements,
-    frame: &[u8],
-    out: &mut BytesMut,
-    b: &mut Bound<'_>,
-) -> Result<(), ProtocolError> {
-    let body = &frame[HEADER_LEN..];
+fn rewrite_query(client: &mut ClientStatements, o: &mut Out<'_>, b: &mut Bound<'_>) {
+    let body = &o.frame()[HEADER_LEN..];
     let sql = body.strip_suffix(&[0]).unwrap_or(body);
     let text = sql.trim_ascii_start();
     if starts_with_word(text, b"prepare") {
-        encode::query(out, REFUSE_SQL_PREPARE);
-        return Ok(());
+        encode::query(o.replace(), REFUSE_SQL_PREPARE);
+        return;
     }
     if contains_ci(sql, b"discard all")
         || contains_ci(sql, b"deallocate all")
@@ -238,6 +277,7 @@ fn rewrite_query(
         if let Some(stmt) = deallocate_target(text).and_then(|n| client.names.remove(n.as_str())) {
             // Deallocate the server's statement under its real name; prepare it first if this
             // server lacks it, so the command succeeds as it would have on the client's server.
+            let out = o.replace();
             if b.server.touch(stmt.id) {
                 b.server.remove(stmt.id);
             } else {
@@ -248,11 +288,8 @@ fn rewrite_query(
                 });
             }
             encode::query(out, &format!("DEALLOCATE {}", stmt.name));
-            return Ok(());
         }
     }
-    out.extend_from_slice(frame);
-    Ok(())
 }
 
 /// What a refused SQL `PREPARE` runs instead: the server raises a clear error in order with
@@ -332,6 +369,7 @@ fn misaligned(expect: &mut Expected, got: Option<Expect>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut f = vec![tag];
