@@ -54,7 +54,7 @@ done
 [ "$DURATION" -le 600 ] && [ "$ROUNDS" -le 10 ] && [ "$IDLE_N" -le 15000 ] \
     || { echo "compare.sh: at most 10 rounds of 600 s and 15000 idle clients" >&2; exit 2; }
 CLIENT_COUNTS=(10 100)
-QUERY_MODES=(simple extended)
+QUERY_MODES=(simple extended prepared)
 THREADS=2
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -292,6 +292,22 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for clients in "${CLIENT_COUNTS[@]}"; do
             for t in "${TARGETS[@]}"; do
                 run=$((run + 1))
+                if [ "$qmode" = prepared ] && [ "$t" = pgbouncer ]; then
+                    # PgBouncer 1.18 has no prepared statements in transaction mode (1.21 added
+                    # them): record, once per client count, how pgbench -M prepared fares.
+                    if [ "$round" = 1 ]; then
+                        out="$WORK/pgbench-$t-$qmode-$clients.log"
+                        if timeout 60 pgbench -h 127.0.0.1 -p "$PGB_PORT" -U demo -n -S -M prepared \
+                            -c "$clients" -j "$THREADS" -T 3 demo >"$out" 2>&1; then
+                            verdict="ran: $(sed -n 's/^tps = \([0-9.]*\).*/\1 tps/p' "$out" | head -n1), $(grep -c 'does not exist\|already exists' "$out") statement errors"
+                        else
+                            verdict="failed: $(grep -m1 -E 'does not exist|already exists|error' "$out" | sed 's/^pgbench: //')"
+                        fi
+                        printf '%s\t%s\n' "$clients" "$verdict" >>"$WORK/pgbouncer-prepared.tsv"
+                        log "[$run/$TOTAL_RUNS] pgbouncer -M prepared -c $clients: $verdict"
+                    fi
+                    continue
+                fi
                 pid="$(pid_of "$t")"
                 before=0
                 [ -n "$pid" ] && before="$(cpu_ticks "$pid")"
@@ -361,7 +377,7 @@ for target, mode, clients, _round, t, tx, c in rows:
     if c != "-":
         cpu[(target, key)][0] += float(c)
         cpu[(target, key)][1] += int(tx)
-keys = sorted({(m, c) for (_, (m, c)) in tps}, key=lambda k: (k[0] != "simple", k[1]))
+keys = sorted({(m, c) for (_, (m, c)) in tps}, key=lambda k: (["simple", "extended", "prepared"].index(k[0]), k[1]))
 med = lambda t, k: statistics.median(tps[(t, k)]) if (t, k) in tps else None
 
 if not keys:
@@ -393,6 +409,15 @@ for k in keys:
     r = f"{per['pgtide'] / per['pgbouncer']:.2f}" if per["pgtide"] and per["pgbouncer"] else "n/a"
     print(f"| -M {k[0]} | {k[1]} | {fmt(per['pgbouncer'])} | {fmt(per['pgtide'])} | {r} |")
 print()
+prep = [k for k in keys if k[0] == "prepared"]
+if prep:
+    print("| pgtide -M prepared | clients | pgtide prepared tps | pgtide extended tps | prepared/extended (gain from not re-parsing) | pgtide prepared / direct prepared |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in prep:
+        p, e, d = med("pgtide", k), med("pgtide", ("extended", k[1])), med("direct", k)
+        ratio = lambda a, z: f"{a / z:.2f}" if a is not None and z else "n/a"
+        print(f"| | {k[1]} | {p:,.0f} | {e:,.0f} | {ratio(p, e)} | {ratio(p, d)} |")
+    print()
 idle = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
 if idle:
     print("| idle clients | opened | failed | VmRSS before (KiB) | VmRSS after (KiB) | KiB per idle client |")
@@ -412,6 +437,12 @@ PY
     echo "- pgbench -n -S -j $THREADS -T $DURATION, scale 1; pools: 20 server connections (pgtide pool.max_size, PgBouncer default_pool_size), transaction mode"
     echo
     cat "$REPORT"
+    if [ -s "$WORK/pgbouncer-prepared.tsv" ]; then
+        echo
+        echo "PgBouncer with pgbench -M prepared (transaction mode, $PGB_VERSION):"
+        echo
+        while IFS=$'\t' read -r c v; do echo "- $c clients: $v"; done <"$WORK/pgbouncer-prepared.tsv"
+    fi
 } >"$WORK/full-report.md"
 cat "$WORK/full-report.md"
 if [ -n "$OUT" ]; then

@@ -511,12 +511,19 @@ impl Pool {
         target: &ServerTarget,
     ) -> Result<ServerConn, AcquireError> {
         match connect(target).await {
-            Ok(conn) => {
+            Ok(mut conn) => {
                 target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
                 let mut welcome = lock(&self.welcome);
-                if welcome.is_none() {
-                    *welcome = Some(conn.params.to_shared());
+                let base = welcome.get_or_insert_with(|| conn.params.to_shared());
+                // Servers of one pool report the same settings: share the welcome set, so the
+                // per-transaction settings check compares only overrides.
+                if conn
+                    .params
+                    .iter()
+                    .eq(base.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+                {
+                    conn.params = ParamSet::over(base.clone());
                 }
                 Ok(conn)
             }

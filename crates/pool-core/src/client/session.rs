@@ -234,13 +234,32 @@ impl Session {
             self.cancel.slot.set(Some((server.addr, server.cancel_key)));
             // The busy path is boxed so that an idle session's task stays small: its future
             // then holds only the idle wait, not the bound loop's buffers and timers.
-            let outcome = match Box::pin(self.sync_params(server)).await {
-                Ok(()) => Box::pin(self.bound(checkout.conn(), cbuf, &mut progress, track)).await,
+            // The settings check is synchronous; only a needed `SET` round trip is awaited.
+            let synced = match ParamSet::sync_query(&self.params, &server.params) {
+                None => Ok(()),
+                Some(sql) => Box::pin(self.sync_params(server, sql)).await,
+            };
+            // The answers to match are kept with the client between transactions, so the queue's
+            // allocation is reused.
+            let mut expect = self
+                .prepared
+                .as_mut()
+                .map(|c| std::mem::take(&mut c.expect))
+                .unwrap_or_default();
+            let outcome = match synced {
+                Ok(()) => {
+                    Box::pin(self.bound(checkout.conn(), cbuf, &mut progress, track, &mut expect))
+                        .await
+                }
                 Err(e) => Unbind::ServerGone {
                     class: FailureClass::ServerConnLost,
                     error: e,
                 },
             };
+            expect.clear();
+            if let Some(c) = self.prepared.as_mut() {
+                c.expect = expect;
+            }
             self.cancel.slot.set(None);
             match outcome {
                 Unbind::Released => {
@@ -310,16 +329,15 @@ impl Session {
         mut cbuf: BytesMut,
         p: &mut Progress,
         track: Option<usize>,
+        expect: &mut Expected,
     ) -> Unbind {
-        // Statement tracking: answers to match, and the rewritten client bytes.
-        let mut expect = Expected::new();
+        // Statement tracking: the rewritten client bytes.
         let mut out = BytesMut::new();
         let mut drops = Vec::new();
         // Server bytes held back (a partial header of an answer that may have to be dropped).
         let mut held = 0;
         if let Some(cap) = track {
-            if let Err(e) = self.rewrite_and_scan(server, &mut cbuf, &mut out, &mut expect, p, cap)
-            {
+            if let Err(e) = self.rewrite_and_scan(server, &mut cbuf, &mut out, expect, p, cap) {
                 return Unbind::ClientViolation {
                     code: e.sqlstate(),
                     message: e.to_string(),
@@ -380,7 +398,7 @@ impl Session {
                         Err(e) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() },
                     }
                     let tracking = track.is_some().then_some(Tracking {
-                        expect: &mut expect,
+                        expect: &mut *expect,
                         server: &mut server.statements,
                         drops: &mut drops,
                         offset: held,
@@ -452,7 +470,7 @@ impl Session {
                         Ok(_) => {}
                     }
                     let scanned = match track {
-                        Some(cap) => self.rewrite_and_scan(server, &mut cbuf, &mut out, &mut expect, p, cap),
+                        Some(cap) => self.rewrite_and_scan(server, &mut cbuf, &mut out, expect, p, cap),
                         None => self.scan_client(&mut cbuf, p),
                     };
                     if let Err(e) = scanned {
@@ -613,11 +631,9 @@ impl Session {
         self.scan_client(out, p)
     }
 
-    /// Brings the server's settings to the client's with one `SET …; SET …` round trip.
-    async fn sync_params(&mut self, server: &mut ServerConn) -> Result<(), String> {
-        let Some(sql) = ParamSet::sync_query(&self.params, &server.params) else {
-            return Ok(());
-        };
+    /// Brings the server's settings to the client's with `sql` (from [`ParamSet::sync_query`]),
+    /// one `SET …; SET …` round trip.
+    async fn sync_params(&mut self, server: &mut ServerConn, sql: String) -> Result<(), String> {
         let params = &mut self.params;
         // Keep the server's spelling ("UTC" for "utc") so the next comparison agrees.
         let error = server

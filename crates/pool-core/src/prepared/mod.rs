@@ -195,6 +195,8 @@ pub struct ClientStatements {
     pub syncs_since_execute: usize,
     /// Copy data was seen since the last Execute.
     pub in_copy: bool,
+    /// The answer queue, kept here between transactions so its allocation is reused.
+    pub expect: Expected,
 }
 
 /// What pgtide sent a server that produces an answer pgtide must match, in order.

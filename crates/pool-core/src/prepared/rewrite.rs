@@ -262,7 +262,9 @@ fn rewrite_query(client: &mut ClientStatements, o: &mut Out<'_>, b: &mut Bound<'
     let body = &o.frame()[HEADER_LEN..];
     let sql = body.strip_suffix(&[0]).unwrap_or(body);
     let text = sql.trim_ascii_start();
-    if starts_with_word(text, b"prepare") {
+    if starts_with_word(text, b"prepare")
+        && !starts_with_word(text[b"prepare".len()..].trim_ascii_start(), b"transaction")
+    {
         encode::query(o.replace(), REFUSE_SQL_PREPARE);
         return;
     }
@@ -540,6 +542,15 @@ mod tests {
             10,
         );
         assert!(String::from_utf8_lossy(&out).contains("feature_not_supported"));
+        let out = f.run(
+            &mut a,
+            &frame(ftag::QUERY, b"PREPARE TRANSACTION 'x'\0"),
+            10,
+        );
+        assert!(
+            String::from_utf8_lossy(&out).contains("PREPARE TRANSACTION"),
+            "two-phase commit passes"
+        );
         f.run(&mut a, &parse("a", "SELECT 1"), 10);
         f.run(&mut a, &frame(ftag::QUERY, b"DEALLOCATE ALL\0"), 10);
         assert!(a.names.is_empty() && f.server.is_empty());

@@ -109,26 +109,68 @@ impl ParamSet {
     /// The `SET` statements that bring `server` to `wanted`, as one simple query, or `None`
     /// when they already agree.
     pub fn sync_query(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
+        if let (Some(a), Some(b)) = (&wanted.base, &server.base) {
+            if std::sync::Arc::ptr_eq(a, b) {
+                // The hot path: client and server read through to the same welcome set, so only
+                // their own overrides (one or two, often none) can differ.
+                return Self::sync_overrides(wanted, server);
+            }
+        }
         let mut sql = String::new();
         for (name, value) in wanted.iter() {
-            if server.get(name) == Some(value)
-                || UNSETTABLE_PARAMS
-                    .iter()
-                    .any(|u| u.eq_ignore_ascii_case(name))
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-            {
+            if server.get(name) == Some(value) || !settable(name) {
                 continue;
             }
-            sql.push_str("SET ");
-            sql.push_str(name);
-            sql.push_str(" = ");
-            sql.push_str(&quote_literal(value));
-            sql.push(';');
+            push_set(&mut sql, name, value);
         }
         (!sql.is_empty()).then_some(sql)
     }
+}
+
+impl ParamSet {
+    /// [`ParamSet::sync_query`] for two sets over the same base.
+    fn sync_overrides(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
+        let names = wanted.own.iter().map(|(n, _)| n.as_str()).chain(
+            server
+                .own
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| find(&wanted.own, n).is_none()),
+        );
+        let mut sql = String::new();
+        for name in names {
+            let Some(value) = wanted.get(name) else {
+                continue;
+            };
+            if server.get(name) == Some(value) || !settable(name) {
+                continue;
+            }
+            push_set(&mut sql, name, value);
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// True when both sets read through to the same shared base.
+    pub fn shares_base_with(&self, other: &ParamSet) -> bool {
+        matches!((&self.base, &other.base), (Some(a), Some(b)) if std::sync::Arc::ptr_eq(a, b))
+    }
+}
+
+fn settable(name: &str) -> bool {
+    !UNSETTABLE_PARAMS
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(name))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+fn push_set(sql: &mut String, name: &str, value: &str) {
+    sql.push_str("SET ");
+    sql.push_str(name);
+    sql.push_str(" = ");
+    sql.push_str(&quote_literal(value));
+    sql.push(';');
 }
 
 fn find<'a>(entries: &'a Entries, name: &str) -> Option<&'a str> {
@@ -168,6 +210,31 @@ mod tests {
         );
         have.set("TimeZone", "Europe/Paris");
         assert_eq!(ParamSet::sync_query(&want, &have), None);
+    }
+
+    #[test]
+    fn over_a_shared_base_only_overrides_are_compared() {
+        let mut welcome = ParamSet::new();
+        welcome.set("TimeZone", "UTC");
+        welcome.set("application_name", "");
+        let base = welcome.to_shared();
+        let mut client = ParamSet::over(base.clone());
+        let mut server = ParamSet::over(base);
+        assert!(client.shares_base_with(&server));
+        assert_eq!(ParamSet::sync_query(&client, &server), None);
+        client.set("application_name", "pgbench");
+        assert_eq!(
+            ParamSet::sync_query(&client, &server).unwrap(),
+            "SET application_name = 'pgbench';"
+        );
+        server.set("application_name", "pgbench");
+        assert_eq!(ParamSet::sync_query(&client, &server), None);
+        // A server left with another client's setting is brought back to the base value.
+        server.set("TimeZone", "Asia/Tokyo");
+        assert_eq!(
+            ParamSet::sync_query(&client, &server).unwrap(),
+            "SET TimeZone = 'UTC';"
+        );
     }
 
     #[test]
