@@ -243,6 +243,17 @@ async fn slow_queries_and_transactions_are_logged_with_their_time_split() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     client.batch_execute("COMMIT").await.unwrap();
     let shared = p.handle().shared();
+    // The transaction is reported after its server is released, which is after the client
+    // already has its answer: give the session a moment.
+    let slow_events = || {
+        shared
+            .events
+            .recent(100)
+            .iter()
+            .filter(|e| e.kind.as_str() == "slow_query")
+            .count()
+    };
+    wait_until(Duration::from_secs(2), || slow_events() >= 2).await;
     assert_eq!(shared.failures.slow_count(), 2);
     let slow: Vec<_> = shared
         .events

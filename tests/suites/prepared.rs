@@ -236,7 +236,7 @@ fn python() -> &'static PathBuf {
     })
 }
 
-fn run_driver(p: &Pgtide, script: &str, dsn: String) -> serde_json::Value {
+fn run_driver(script: &str, dsn: String) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("drivers")
         .join(script);
@@ -255,7 +255,6 @@ fn run_driver(p: &Pgtide, script: &str, dsn: String) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {t}"));
     assert_eq!(v["ok"], true, "{t}");
     assert_eq!(v["transactions"], 240, "{t}");
-    let _ = p;
     v
 }
 
@@ -264,7 +263,7 @@ fn asyncpg_with_its_default_statement_cache() {
     let c = cluster();
     let p = pooled(&c, "2");
     let dsn = format!("postgresql://{USER}@127.0.0.1:{}/{DB}", p.port());
-    let v = run_driver(&p, "asyncpg_workload.py", dsn);
+    let v = run_driver("asyncpg_workload.py", dsn);
     assert!(v["max_servers_per_client"].as_u64().unwrap() >= 2, "{v}");
     assert!(c.connection_count(Some(USER)) <= 2);
 }
@@ -274,7 +273,7 @@ fn psycopg3_with_its_default_prepare_threshold() {
     let c = cluster();
     let p = pooled(&c, "2");
     let dsn = format!("host=127.0.0.1 port={} user={USER} dbname={DB}", p.port());
-    let v = run_driver(&p, "psycopg_workload.py", dsn);
+    let v = run_driver("psycopg_workload.py", dsn);
     assert!(v["max_servers_per_client"].as_u64().unwrap() >= 2, "{v}");
     let pool = p.handle().shared().pools()[0].clone();
     assert!(pool.statements.live() >= 1, "psycopg prepared statements");

@@ -109,12 +109,10 @@ impl ParamSet {
     /// The `SET` statements that bring `server` to `wanted`, as one simple query, or `None`
     /// when they already agree.
     pub fn sync_query(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
-        if let (Some(a), Some(b)) = (&wanted.base, &server.base) {
-            if std::sync::Arc::ptr_eq(a, b) {
-                // The hot path: client and server read through to the same welcome set, so only
-                // their own overrides (one or two, often none) can differ.
-                return Self::sync_overrides(wanted, server);
-            }
+        if wanted.shares_base_with(server) {
+            // The hot path: client and server read through to the same welcome set, so only
+            // their own overrides (one or two, often none) can differ.
+            return Self::sync_overrides(wanted, server);
         }
         let mut sql = String::new();
         for (name, value) in wanted.iter() {
