@@ -151,6 +151,22 @@ fn pgbench_50_clients_over_5_servers_simple_and_extended() {
             "{mode}: the watcher saw no pgtide connection"
         );
     }
+    drop(p);
+    // The default runs on one thread; several workers share the same pools across threads.
+    let p = pgtide_with(&c, &[("pool.max_size", "5"), ("pgtide.workers", "3")]);
+    let (text, max_seen) = pgbench_through(
+        &p,
+        &c,
+        &["-c", "50", "-j", "4", "-T", "2", "-M", "extended"],
+    );
+    assert!(
+        text.contains("number of failed transactions: 0") && !text.contains("error"),
+        "workers = 3:\n{text}"
+    );
+    assert!(
+        max_seen <= 5,
+        "workers = 3: server saw {max_seen} connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

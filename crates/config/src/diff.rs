@@ -30,7 +30,13 @@ pub struct Change {
 }
 
 /// Key prefixes bound at start-up.
-const RESTART_KEYS: &[&str] = &["pgtide.listen", "pgtide.tls", "admin.listen", "log.format"];
+const RESTART_KEYS: &[&str] = &[
+    "pgtide.listen",
+    "pgtide.tls",
+    "pgtide.workers",
+    "admin.listen",
+    "log.format",
+];
 
 /// The changes from `old` to `new`, sorted by path.
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {

@@ -51,6 +51,11 @@ pub struct General {
     /// Longest pause between probes of a server whose breaker is open (probes start at 100ms
     /// and double). Default 10s; must be > 0.
     pub breaker_max_backoff: HumanDuration,
+    /// Threads that run client sessions. 1 (the default) runs every session on one thread, as
+    /// PgBouncer does: no cross-thread wake-ups or work stealing, the least CPU per transaction
+    /// (measured in docs/benchmarks.md). More threads scale past one core at some CPU cost per
+    /// transaction; 0 = one per CPU. Reload: restart.
+    pub workers: u32,
 }
 
 impl Default for General {
@@ -65,6 +70,7 @@ impl Default for General {
             max_message_size: 64 * 1024 * 1024,
             breaker_threshold: 3,
             breaker_max_backoff: HumanDuration::from_secs(10),
+            workers: 1,
         }
     }
 }

@@ -81,6 +81,12 @@ fn general(config: &Config, out: &mut Vec<Problem>) {
             format!("must be at least 8192 bytes, got {}", g.max_message_size),
         ));
     }
+    if g.workers > 1024 {
+        out.push(Problem::new(
+            "pgtide.workers",
+            format!("at most 1024 threads, got {}", g.workers),
+        ));
+    }
     if g.breaker_max_backoff.is_zero() {
         out.push(Problem::new("pgtide.breaker_max_backoff", "must be > 0"));
     }

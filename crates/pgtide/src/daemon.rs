@@ -25,10 +25,7 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
         }
     };
     logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgtide: cannot start the async runtime: {e}");

@@ -71,10 +71,7 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
     );
     println!("  Ctrl-C stops pgtide and removes the cluster.");
     println!();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgtide demo: cannot start the async runtime: {e}");

@@ -6,11 +6,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::server::buffers::READ_CHUNK;
 
 /// Plain TCP, TLS accepted from a client, or TLS opened to a server.
 #[derive(Debug)]
@@ -38,22 +40,20 @@ impl Stream {
         }
     }
 
-    /// Waits for bytes and reads them into `buf`, which may be empty (no capacity) until then:
-    /// on plain TCP an idle client holds no buffer at all. TLS keeps its own record buffer, so
-    /// there a plain read is used. Returns 0 at EOF.
-    pub async fn read_idle(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+    /// Waits for bytes and appends them to `buf`. An idle client holds no buffer until then:
+    /// on plain TCP the read goes to scratch space on the thread's stack and only the bytes
+    /// that arrived are copied out, so `buf` is sized to the message, not to a read chunk. TLS
+    /// keeps its own record buffer, so there a plain read is used. Returns 0 at EOF.
+    pub async fn read_idle(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => loop {
                 s.readable().await?;
-                buf.reserve(chunk);
-                match s.try_read_buf(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+                if let Some(n) = read_ready(s, buf)? {
+                    return Ok(n);
                 }
             },
             tls => {
-                buf.reserve(chunk);
+                buf.reserve(READ_CHUNK);
                 tls.read_buf(buf).await
             }
         }
@@ -77,6 +77,25 @@ impl Stream {
         if let Stream::Plain(s) = self {
             let _ = s.try_write(b"X\0\0\0\x04");
         }
+    }
+}
+
+/// One read from a socket that said it is readable, through stack scratch space; `None` when
+/// the readiness was spurious. It goes through `poll_read`, not `try_read`, because a short read
+/// there also clears the socket's readiness: the next read then waits for epoll instead of
+/// first failing with EAGAIN (one wasted syscall per transaction otherwise).
+fn read_ready(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+    let mut scratch = [0u8; READ_CHUNK];
+    let mut read = ReadBuf::new(&mut scratch);
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(s).poll_read(&mut cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(read.filled());
+            Ok(Some(read.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Err(e),
+        // Spurious readiness: the caller waits again (and registers its real waker then).
+        Poll::Pending => Ok(None),
     }
 }
 

@@ -9,8 +9,9 @@
 //! mid-transaction, a broken stream) closes the server instead: it is never returned in an
 //! unknown state.
 //!
-//! While a client is idle it holds no buffers: they are allocated when its bytes arrive and
-//! dropped when its transaction ends.
+//! While a client is idle it holds no buffers: its first bytes are read into a buffer the size
+//! of the message, and the transaction then forwards through the buffers its server connection
+//! keeps (`server::buffers`), so a transaction allocates no read buffers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +33,9 @@ use crate::pool::{Checkout, Pool};
 use crate::prepared::rewrite::{on_server_frame, rewrite_client, Bound};
 use crate::prepared::{ClientStatements, Expected, ServerStatements};
 use crate::report::{Failure, Failures};
+use crate::server::buffers::{drop_front, Buffers};
 use crate::server::{ParamSet, ServerConn};
 use crate::stream::Stream;
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Settings PostgreSQL 15 reports with ParameterStatus whenever they change.
 const REPORTED_PARAMS: &[&str] = &[
@@ -181,7 +181,7 @@ impl Session {
             let idle_deadline =
                 idle_limit.map_or_else(far_future, |t| tokio::time::Instant::now() + t);
             tokio::select! {
-                r = self.client.read_idle(&mut cbuf, READ_CHUNK) => match r {
+                r = self.client.read_idle(&mut cbuf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
@@ -206,8 +206,9 @@ impl Session {
                     return;
                 }
             } else {
-                if let Err(e) = self.scan_client(&mut cbuf, &mut progress) {
-                    return self.protocol_violation(e).await;
+                match self.scan_client(&cbuf, &mut progress) {
+                    Ok(send) => cbuf.truncate(send),
+                    Err(e) => return self.protocol_violation(e).await,
                 }
                 if cbuf.is_empty() {
                     // Only Terminate (or nothing complete yet that needs a server).
@@ -322,56 +323,84 @@ impl Session {
         }
     }
 
-    /// Forwards between the client and `server` until the server can be released.
+    /// Forwards between the client and `server` until the server can be released, through the
+    /// server connection's buffers; `first` holds the client bytes that started the transaction.
     async fn bound(
         &mut self,
         server: &mut ServerConn,
-        mut cbuf: BytesMut,
+        first: BytesMut,
         p: &mut Progress,
         track: Option<usize>,
         expect: &mut Expected,
     ) -> Unbind {
-        // Statement tracking: the rewritten client bytes.
-        let mut out = BytesMut::new();
+        let mut bufs = std::mem::take(&mut server.buffers);
+        bufs.client.extend_from_slice(&first);
+        drop(first);
+        let outcome = self.forward(server, &mut bufs, p, track, expect).await;
+        bufs.recycle();
+        server.buffers = bufs;
+        outcome
+    }
+
+    /// The body of [`Session::bound`].
+    async fn forward(
+        &mut self,
+        server: &mut ServerConn,
+        bufs: &mut Buffers,
+        p: &mut Progress,
+        track: Option<usize>,
+        expect: &mut Expected,
+    ) -> Unbind {
+        let Buffers {
+            client: cbuf,
+            server: sbuf,
+            rewritten: out,
+        } = bufs;
         let mut drops = Vec::new();
         // Server bytes held back (a partial header of an answer that may have to be dropped).
         let mut held = 0;
-        if let Some(cap) = track {
-            if let Err(e) = self.rewrite_and_scan(server, &mut cbuf, &mut out, expect, p, cap) {
+        // The first bytes were scanned before the checkout unless statements are tracked.
+        let first = match track {
+            Some(cap) => self.stage_tracked(server, cbuf, out, expect, p, cap),
+            None => Ok(Outgoing {
+                from_out: false,
+                len: cbuf.len(),
+                consumed: cbuf.len(),
+            }),
+        };
+        let first = match first {
+            Ok(o) => o,
+            Err(e) => {
                 return Unbind::ClientViolation {
                     code: e.sqlstate(),
                     message: e.to_string(),
-                };
+                }
             }
-            std::mem::swap(&mut cbuf, &mut out);
+        };
+        if let Err(e) = send_client_bytes(server, cbuf, out, first).await {
+            return Unbind::ServerGone {
+                class: FailureClass::ServerConnLost,
+                error: e.to_string(),
+            };
         }
-        if !cbuf.is_empty() {
-            if let Err(e) = server.stream.write_all(&cbuf).await {
-                return Unbind::ServerGone {
-                    class: FailureClass::ServerConnLost,
-                    error: e.to_string(),
-                };
-            }
-            cbuf.clear();
-        }
-        if track.is_some() {
-            // `out` holds any partial frame the rewriter kept; it is the client buffer now.
-            std::mem::swap(&mut cbuf, &mut out);
-        }
-        let mut sbuf = BytesMut::with_capacity(READ_CHUNK);
+        Buffers::ready_to_read(cbuf);
+        Buffers::ready_to_read(sbuf);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
         // Read when the transaction starts, so limits changed live apply to the next one.
         let settings = self.pool.settings();
         let query_timeout = settings.query_timeout.non_zero();
         let idle_tx_timeout = settings.idle_in_transaction_timeout.non_zero();
+        drop(settings);
         // When the oldest unanswered sync point was sent, for query_timeout.
         // Clocks are read only for the timeouts that are on: the hot path pays nothing otherwise.
         let mut query_started = (p.pending > 0 && query_timeout.is_some()).then(Instant::now);
         let mut cancel_sent = false;
         // When the last ReadyForQuery arrived, for idle_in_transaction_timeout.
-        let mut last_ready = Instant::now();
-        // Deadline of the timer branch while it is disabled (never polled).
-        let never = far_future();
+        let mut last_ready = idle_tx_timeout.map(|_| Instant::now());
+        // One timer for the whole transaction, moved when the deadline moves and polled only
+        // while a timeout applies.
+        let timer = tokio::time::sleep_until(far_future());
+        tokio::pin!(timer);
         loop {
             let deadline = if p.pending > 0 {
                 query_timeout
@@ -379,11 +408,15 @@ impl Session {
                     .zip(query_started)
                     .map(|(t, started)| started + t)
             } else if p.at_ready && p.status != TransactionStatus::Idle {
-                idle_tx_timeout.map(|t| last_ready + t)
+                idle_tx_timeout.zip(last_ready).map(|(t, at)| at + t)
             } else {
                 None
             };
-            let timer = deadline.map_or(never, tokio::time::Instant::from_std);
+            if let Some(at) = deadline.map(tokio::time::Instant::from_std) {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
             if p.terminated && p.pending == 0 {
                 return Unbind::ClientGone {
                     reusable: p.server_idle() && server_scan.at_boundary(),
@@ -391,7 +424,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                r = server.stream.read_buf(&mut sbuf) => {
+                r = server.stream.read_buf(&mut *sbuf) => {
                     match r {
                         Ok(0) => return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: "server closed the connection".into() },
                         Ok(_) => {}
@@ -421,7 +454,7 @@ impl Session {
                         query_started = None;
                         cancel_sent = false;
                         if idle_tx_timeout.is_some() {
-                            last_ready = Instant::now();
+                            last_ready = Some(Instant::now());
                         }
                     }
                     if let Err(e) = scanned {
@@ -446,9 +479,7 @@ impl Session {
                     sbuf.copy_within(send_len..len, 0);
                     sbuf.truncate(keep);
                     held = keep;
-                    if sbuf.capacity() < READ_CHUNK {
-                        sbuf.reserve(READ_CHUNK);
-                    }
+                    Buffers::ready_to_read(sbuf);
                     if p.pending == 0 && p.at_ready && server_scan.at_boundary() && self.client_scan.at_boundary() {
                         if self.mode == PoolMode::Statement && p.status != TransactionStatus::Idle {
                             return Unbind::ClientViolation {
@@ -461,7 +492,7 @@ impl Session {
                         }
                     }
                 }
-                r = self.client.read_buf(&mut cbuf), if !p.terminated => {
+                r = self.client.read_buf(&mut *cbuf), if !p.terminated => {
                     match r {
                         Ok(0) | Err(_) => {
                             let reusable = p.server_idle() && server_scan.at_boundary() && self.client_scan.at_boundary();
@@ -469,16 +500,14 @@ impl Session {
                         }
                         Ok(_) => {}
                     }
-                    let scanned = match track {
-                        Some(cap) => self.rewrite_and_scan(server, &mut cbuf, &mut out, expect, p, cap),
-                        None => self.scan_client(&mut cbuf, p),
+                    let staged = match track {
+                        Some(cap) => self.stage_tracked(server, cbuf, out, expect, p, cap),
+                        None => self.scan_client(cbuf, p).map(|len| Outgoing { from_out: false, len, consumed: cbuf.len() }),
                     };
-                    if let Err(e) = scanned {
-                        return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() };
-                    }
-                    // With tracking, `out` holds the bytes for the server and `cbuf` keeps any
-                    // frame not complete yet.
-                    let to_server = if track.is_some() { &mut out } else { &mut cbuf };
+                    let staged = match staged {
+                        Ok(o) => o,
+                        Err(e) => return Unbind::ClientViolation { code: e.sqlstate(), message: e.to_string() },
+                    };
                     if p.pending > 0 {
                         if query_started.is_none() && query_timeout.is_some() {
                             query_started = Some(Instant::now());
@@ -487,17 +516,12 @@ impl Session {
                             slow.query_sent();
                         }
                     }
-                    if !to_server.is_empty() {
-                        if let Err(e) = server.stream.write_all(to_server).await {
-                            return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
-                        }
+                    if let Err(e) = send_client_bytes(server, cbuf, out, staged).await {
+                        return Unbind::ServerGone { class: FailureClass::ServerConnLost, error: e.to_string() };
                     }
-                    to_server.clear();
-                    if cbuf.capacity() < READ_CHUNK {
-                        cbuf.reserve(READ_CHUNK);
-                    }
+                    Buffers::ready_to_read(cbuf);
                 }
-                _ = tokio::time::sleep_until(timer), if deadline.is_some() => {
+                _ = &mut timer, if deadline.is_some() => {
                     if p.pending > 0 {
                         // query_timeout: pgtide cancels; the server answers the client with 57014.
                         cancel_sent = true;
@@ -531,12 +555,13 @@ impl Session {
     /// Scans client bytes: counts sync points, notes unsynced extended-protocol messages, and
     /// cuts the buffer at Terminate (which pgtide handles itself: the server is not the
     /// client's to close).
-    fn scan_client(&mut self, cbuf: &mut BytesMut, p: &mut Progress) -> Result<(), ProtocolError> {
+    /// Returns how many of the bytes go to the server.
+    fn scan_client(&mut self, data: &[u8], p: &mut Progress) -> Result<usize, ProtocolError> {
         let mut cut = None;
         let slow = &mut self.slow;
         let capture_sql = slow.is_some();
         self.client_scan.feed(
-            cbuf,
+            data,
             |t| capture_sql && (t == tag::frontend::QUERY || t == tag::frontend::PARSE),
             |f| {
                 if cut.is_some() {
@@ -601,24 +626,23 @@ impl Session {
                 }
             },
         )?;
-        if let Some(at) = cut {
-            cbuf.truncate(at);
+        if cut.is_some() {
             p.terminated = true;
         }
-        Ok(())
+        Ok(cut.unwrap_or(data.len()))
     }
 
-    /// Rewrites the client's statement names for `server` into `out` (complete frames only;
-    /// the rest stays in `cbuf`) and scans the result like any client bytes.
-    fn rewrite_and_scan(
+    /// Rewrites the client's statement names for `server` (complete frames only; the rest waits
+    /// in `cbuf`) and scans the result like any client bytes.
+    fn stage_tracked(
         &mut self,
         server: &mut ServerConn,
-        cbuf: &mut BytesMut,
+        cbuf: &[u8],
         out: &mut BytesMut,
         expect: &mut Expected,
         p: &mut Progress,
         cap: usize,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Outgoing, ProtocolError> {
         let client = self.prepared.get_or_insert_with(Default::default);
         let mut bound = Bound {
             registry: &self.pool.statements,
@@ -627,8 +651,18 @@ impl Session {
             expect,
             max_len: self.client_scan.max_len(),
         };
-        rewrite_client(client, cbuf, out, &mut bound)?;
-        self.scan_client(out, p)
+        let r = rewrite_client(client, cbuf, out, &mut bound)?;
+        let data = if r.in_out {
+            &out[..]
+        } else {
+            &cbuf[..r.consumed]
+        };
+        let len = self.scan_client(data, p)?;
+        Ok(Outgoing {
+            from_out: r.in_out,
+            len,
+            consumed: r.consumed,
+        })
     }
 
     /// Brings the server's settings to the client's with `sql` (from [`ParamSet::sync_query`]),
@@ -680,6 +714,37 @@ impl Session {
         );
         fatal(&mut self.client, e.sqlstate(), &message, None).await;
     }
+}
+
+/// Client bytes ready for the server after a read.
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    /// They are in the rewrite buffer, not the client buffer.
+    from_out: bool,
+    /// How many to send (fewer than staged when the client sent Terminate).
+    len: usize,
+    /// Client buffer bytes dealt with; the rest is an incomplete frame kept for the next read.
+    consumed: usize,
+}
+
+/// Writes staged client bytes to the server, then drops them from the buffers.
+async fn send_client_bytes(
+    server: &mut ServerConn,
+    cbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    o: Outgoing,
+) -> std::io::Result<()> {
+    let data = if o.from_out {
+        &out[..o.len]
+    } else {
+        &cbuf[..o.len]
+    };
+    if !data.is_empty() {
+        server.stream.write_all(data).await?;
+    }
+    out.clear();
+    drop_front(cbuf, o.consumed);
+    Ok(())
 }
 
 /// Scans server bytes: ReadyForQuery answers a sync point; ParameterStatus updates both the

@@ -41,15 +41,25 @@ pub struct Bound<'a> {
     pub max_len: usize,
 }
 
-/// Moves client bytes from `input` to `out`, rewriting statement names. A Parse/Bind/
-/// Describe/Close/Query frame that is not complete yet stays in `input` for the next read.
-/// When nothing needs rewriting (the common case) the bytes are moved, not copied.
+/// What [`rewrite_client`] made of the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Input bytes dealt with; the rest (an incomplete Parse/Bind/Describe/Close/Query frame)
+    /// must be offered again with the next read.
+    pub consumed: usize,
+    /// The bytes for the server are in `out`; otherwise they are `input[..consumed]` unchanged.
+    pub in_out: bool,
+}
+
+/// Rewrites statement names in the client's bytes for the bound server. A Parse/Bind/
+/// Describe/Close/Query frame that is not complete yet is left for the next read. When nothing
+/// needs rewriting (the common case) nothing is copied: the caller forwards the input itself.
 pub fn rewrite_client(
     client: &mut ClientStatements,
-    input: &mut BytesMut,
+    input: &[u8],
     out: &mut BytesMut,
     b: &mut Bound<'_>,
-) -> Result<(), ProtocolError> {
+) -> Result<Rewritten, ProtocolError> {
     let mut o = Out {
         out,
         input,
@@ -108,13 +118,16 @@ pub fn rewrite_client(
     }
     let copied = o.copied;
     if copied == 0 && out.is_empty() {
-        // Nothing rewritten: hand the bytes over without copying them.
-        *out = input.split_to(pos);
-    } else {
-        out.extend_from_slice(&input[copied..pos]);
-        let _ = input.split_to(pos);
+        return Ok(Rewritten {
+            consumed: pos,
+            in_out: false,
+        });
     }
-    Ok(())
+    out.extend_from_slice(&input[copied..pos]);
+    Ok(Rewritten {
+        consumed: pos,
+        in_out: true,
+    })
 }
 
 /// Where rewritten bytes go: input frames pass through by position until one is replaced.
@@ -438,10 +451,12 @@ mod tests {
                 expect: &mut self.expect,
                 max_len: 1 << 20,
             };
-            let mut inp = BytesMut::from(input);
             let mut out = BytesMut::new();
-            rewrite_client(client, &mut inp, &mut out, &mut b).unwrap();
-            assert!(inp.is_empty());
+            let r = rewrite_client(client, input, &mut out, &mut b).unwrap();
+            assert_eq!(r.consumed, input.len(), "whole frames are all dealt with");
+            if !r.in_out {
+                out.extend_from_slice(input);
+            }
             out
         }
     }
@@ -574,12 +589,21 @@ mod tests {
             expect: &mut f.expect,
             max_len: 1 << 20,
         };
-        let mut out = BytesMut::new();
-        let mut inp = BytesMut::from(&data[..30]);
-        rewrite_client(&mut a, &mut inp, &mut out, &mut b).unwrap();
-        assert_eq!(out.len(), 30);
-        inp.extend_from_slice(&data[30..]);
-        rewrite_client(&mut a, &mut inp, &mut out, &mut b).unwrap();
-        assert_eq!(&out[..], &data[..]);
+        let mut sent = Vec::new();
+        let mut inp = data[..30].to_vec();
+        for more in [&data[30..], &[][..]] {
+            let mut out = BytesMut::new();
+            let r = rewrite_client(&mut a, &inp, &mut out, &mut b).unwrap();
+            assert!(!r.in_out, "copy data is never rewritten");
+            sent.extend_from_slice(&inp[..r.consumed]);
+            inp.drain(..r.consumed);
+            inp.extend_from_slice(more);
+        }
+        assert_eq!(
+            sent.len(),
+            data.len(),
+            "streamed in pieces, nothing held back"
+        );
+        assert_eq!(&sent[..], &data[..]);
     }
 }

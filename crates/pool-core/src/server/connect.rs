@@ -216,6 +216,7 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         idle_since: now,
         lifetime: t.max_lifetime.map(jitter),
         statements: Default::default(),
+        buffers: Default::default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Server connections: opening one (TCP, startup, authentication) and what pgtide remembers
 //! about it while it sits in a pool.
 
+pub mod buffers;
 mod connect;
 mod own_query;
 mod params;
@@ -39,6 +40,8 @@ pub struct ServerConn {
     pub lifetime: Option<Duration>,
     /// Named statements pgtide prepared on this server (transaction-mode tracking).
     pub statements: crate::prepared::ServerStatements,
+    /// Forwarding buffers, reused by every transaction this server serves.
+    pub buffers: buffers::Buffers,
 }
 
 impl ServerConn {
