@@ -258,7 +258,9 @@ impl Pool {
         };
         let conn = match self.take_idle() {
             Some(conn) => conn,
-            None => match self.open_new(deadline, start).await {
+            // Boxed: opening a server is rare, and its large state would otherwise sit in every
+            // idle client's task (the session awaits `acquire` inline).
+            None => match Box::pin(self.open_new(deadline, start)).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.return_permit(permit);

@@ -118,24 +118,21 @@ impl Proxy {
             "shutting down: no new clients"
         );
         let _ = stop_tx.send(true);
-        let mut sessions = Vec::new();
-        while let Some(done) = accepts.join_next().await {
-            if let Ok(set) = done {
-                sessions.push(set);
-            }
-        }
+        while accepts.join_next().await.is_some() {}
+        // Sessions are not tracked one by one (a join handle per client would cost memory per
+        // idle client); the client count tells when they are all gone. Sessions still running
+        // at the drain timeout end when the runtime stops.
         let drained = tokio::time::timeout(drain_timeout, async {
-            for set in &mut sessions {
-                while set.join_next().await.is_some() {}
+            while self.shared.clients.load(Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
         if drained.is_err() {
-            let remaining: usize = sessions.iter().map(JoinSet::len).sum();
-            tracing::warn!(remaining, "drain timeout: closing remaining sessions");
-            for set in &mut sessions {
-                set.abort_all();
-            }
+            tracing::warn!(
+                remaining = self.shared.clients.load(Relaxed),
+                "drain timeout: closing remaining sessions"
+            );
         }
         for pool in self.shared.pools() {
             pool.close();
@@ -143,21 +140,14 @@ impl Proxy {
     }
 }
 
-/// Accepts until told to stop; returns the sessions still running so shutdown can wait for
-/// them. Finished sessions are reaped as new ones arrive, at constant cost per accept.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let mut sessions = JoinSet::new();
+/// Accepts until told to stop. Each client runs in its own task, counted in `shared.clients`.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return sessions,
+            _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    while sessions.try_join_next().is_some() {}
-                    sessions.spawn(handle_client(shared.clone(), stream, peer, stop.clone()));
+                    tokio::spawn(handle_client(shared.clone(), stream, peer, stop.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

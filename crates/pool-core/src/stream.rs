@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::server::buffers::READ_CHUNK;
@@ -40,25 +40,6 @@ impl Stream {
         }
     }
 
-    /// Waits for bytes and appends them to `buf`. An idle client holds no buffer until then:
-    /// on plain TCP the read goes to scratch space on the thread's stack and only the bytes
-    /// that arrived are copied out, so `buf` is sized to the message, not to a read chunk. TLS
-    /// keeps its own record buffer, so there a plain read is used. Returns 0 at EOF.
-    pub async fn read_idle(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => loop {
-                s.readable().await?;
-                if let Some(n) = read_ready(s, buf)? {
-                    return Ok(n);
-                }
-            },
-            tls => {
-                buf.reserve(READ_CHUNK);
-                tls.read_buf(buf).await
-            }
-        }
-    }
-
     /// An idle server should have said nothing: EOF or stray bytes mean it is gone or in an
     /// unknown state. One non-blocking read on plain TCP; TLS connections are not probed
     /// (reading under TLS would corrupt the record stream) and fail on first use instead.
@@ -80,11 +61,12 @@ impl Stream {
     }
 }
 
-/// One read from a socket that said it is readable, through stack scratch space; `None` when
-/// the readiness was spurious. It goes through `poll_read`, not `try_read`, because a short read
+/// One read from a socket that said it is readable, through stack scratch space, appended to
+/// `buf`; `None` when the readiness was spurious. An idle client so holds no read buffer: only
+/// the bytes that arrived are copied out. It goes through `poll_read`, not `try_read`, because a short read
 /// there also clears the socket's readiness: the next read then waits for epoll instead of
 /// first failing with EAGAIN (one wasted syscall per transaction otherwise).
-fn read_ready(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+pub(crate) fn read_ready(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     let mut scratch = [0u8; READ_CHUNK];
     let mut read = ReadBuf::new(&mut scratch);
     let mut cx = Context::from_waker(Waker::noop());

@@ -33,9 +33,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
 /// Decrements the client count when the session ends, however it ends.
-struct ClientSlot<'a>(&'a Shared);
+struct ClientSlot(Arc<Shared>);
 
-impl Drop for ClientSlot<'_> {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Relaxed);
     }
@@ -43,18 +43,35 @@ impl Drop for ClientSlot<'_> {
 
 /// Serves one client connection until it ends.
 ///
-/// Login runs in its own boxed future: its state (startup buffer, SCRAM exchange) is freed once
-/// the client is in, so an idle session's task holds only what the session needs.
+/// Admission and login run in their own boxed future: their state (startup buffer, SCRAM
+/// exchange) is freed once the client is in, so an idle session's task holds only what the
+/// session needs (`benches/compare.sh` measures the memory per idle client).
 pub async fn handle_client(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
+    let n = shared.clients.fetch_add(1, Relaxed) + 1;
+    let slot = ClientSlot(shared);
+    // `run` borrows the session: a session moved into its own future would be stored more
+    // than once in this task (rustc keeps moved async arguments apart).
+    if let Some(mut session) = Box::pin(admit(&slot.0, n, tcp, peer, shutdown)).await {
+        session.run().await;
+    }
+    drop(slot);
+}
+
+/// Refuses the `n`th client over `max_client_conn`, or logs it in.
+async fn admit(
+    shared: &Arc<Shared>,
+    n: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Option<Session> {
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
-    let n = shared.clients.fetch_add(1, Relaxed) + 1;
-    let _slot = ClientSlot(&shared);
     let max = shared.config().pgtide.max_client_conn as usize;
     if n > max {
         let message =
@@ -69,11 +86,9 @@ pub async fn handle_client(
             Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
         )
         .await;
-        return;
+        return None;
     }
-    if let Some(session) = Box::pin(login(&shared, stream, peer, shutdown)).await {
-        session.run().await;
-    }
+    login(shared, stream, peer, shutdown).await
 }
 
 /// Startup, database lookup, authentication and the initial parameters; `None` when the client

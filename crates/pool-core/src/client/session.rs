@@ -25,6 +25,7 @@ use pgtide_protocol::{encode, tag, BackendMessage, ProtocolError, SqlState, Tran
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::idle::{wait_idle, Woke};
 use super::reply::fatal;
 use super::slow::SlowLog;
 use crate::cancel::{send_cancel, CancelRegistration};
@@ -155,7 +156,7 @@ struct Tracking<'a> {
 
 impl Session {
     /// Runs until the client leaves or the session has to end.
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(&mut self) {
         loop {
             // Idle: no server, no buffers.
             let mut cbuf = BytesMut::new();
@@ -178,23 +179,21 @@ impl Session {
                 None => self.slow = None,
             }
             drop(settings);
-            let idle_deadline =
-                idle_limit.map_or_else(far_future, |t| tokio::time::Instant::now() + t);
-            tokio::select! {
-                r = self.client.read_idle(&mut cbuf) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
-                _ = tokio::time::sleep_until(idle_deadline), if idle_limit.is_some() => {
+            match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, idle_limit).await {
+                Woke::Bytes => {}
+                Woke::Gone => return,
+                Woke::IdleTimeout => {
                     let limit = idle_limit.unwrap_or_default();
-                    let message = format!("pgtide [client_idle_timeout]: closing the connection after {} idle (client_idle_timeout)", pgtide_config::format_duration(limit));
-                    self.failures.report(Failure::new(self.pool.name(), FailureClass::ClientIdleTimeout, &message).client(self.peer).elapsed(limit));
-                    fatal(&mut self.client, SqlState::IDLE_SESSION_TIMEOUT, &message, None).await;
-                    return;
+                    return Box::pin(self.idle_timeout(limit)).await;
                 }
-                _ = self.shutdown.changed() => {
-                    fatal(&mut self.client, SqlState::ADMIN_SHUTDOWN, "pgtide is shutting down", Some("Reconnect to another pgtide instance or retry shortly.")).await;
-                    return;
+                Woke::Shutdown => {
+                    return Box::pin(fatal(
+                        &mut self.client,
+                        SqlState::ADMIN_SHUTDOWN,
+                        "pgtide is shutting down",
+                        Some("Reconnect to another pgtide instance or retry shortly."),
+                    ))
+                    .await;
                 }
             }
             if let Some(slow) = &mut self.slow {
@@ -208,7 +207,7 @@ impl Session {
             } else {
                 match self.scan_client(&cbuf, &mut progress) {
                     Ok(send) => cbuf.truncate(send),
-                    Err(e) => return self.protocol_violation(e).await,
+                    Err(e) => return Box::pin(self.protocol_violation(e)).await,
                 }
                 if cbuf.is_empty() {
                     // Only Terminate (or nothing complete yet that needs a server).
@@ -218,107 +217,124 @@ impl Session {
                     continue;
                 }
             }
-            let mut checkout = match self.pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    let message = e.to_string();
-                    self.failures
-                        .report(e.failure(self.pool.name(), &message).client(self.peer));
-                    fatal(&mut self.client, e.sqlstate(), &message, Some(e.hint())).await;
-                    return;
-                }
-            };
+            // The busy part is boxed so that an idle session's task stays small: its future
+            // then holds only the idle wait, not the checkout, buffers and timers.
+            if !Box::pin(self.transaction(cbuf, &mut progress, track)).await {
+                return;
+            }
+        }
+    }
+
+    /// Runs one transaction (or, in session mode, the rest of the session) on a server from
+    /// the pool; `false` when the session is over.
+    async fn transaction(
+        &mut self,
+        cbuf: BytesMut,
+        progress: &mut Progress,
+        track: Option<usize>,
+    ) -> bool {
+        let mut checkout = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => {
+                let message = e.to_string();
+                self.failures
+                    .report(e.failure(self.pool.name(), &message).client(self.peer));
+                fatal(&mut self.client, e.sqlstate(), &message, Some(e.hint())).await;
+                return false;
+            }
+        };
+        if let Some(slow) = &mut self.slow {
+            slow.waited = slow.tx_started.map(|t| t.elapsed()).unwrap_or_default();
+        }
+        let server = checkout.conn();
+        self.cancel.slot.set(Some((server.addr, server.cancel_key)));
+        // The settings check is synchronous; only a needed `SET` round trip is awaited (boxed,
+        // as the rare paths below: this future is allocated per transaction).
+        let synced = match ParamSet::sync_query(&self.params, &server.params) {
+            None => Ok(()),
+            Some(sql) => Box::pin(self.sync_params(server, sql)).await,
+        };
+        // The answers to match are kept with the client between transactions, so the queue's
+        // allocation is reused.
+        let mut expect = self
+            .prepared
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.expect))
+            .unwrap_or_default();
+        let outcome = match synced {
+            Ok(()) => {
+                self.bound(checkout.conn(), cbuf, progress, track, &mut expect)
+                    .await
+            }
+            Err(e) => Unbind::ServerGone {
+                class: FailureClass::ServerConnLost,
+                error: e,
+            },
+        };
+        expect.clear();
+        if let Some(c) = self.prepared.as_mut() {
+            c.expect = expect;
+        }
+        self.cancel.slot.set(None);
+        if let Unbind::Released = outcome {
+            self.pool.release(checkout, true);
             if let Some(slow) = &mut self.slow {
-                slow.waited = slow.tx_started.map(|t| t.elapsed()).unwrap_or_default();
+                slow.transaction_done(&self.failures, self.pool.name(), self.peer);
             }
-            let server = checkout.conn();
-            self.cancel.slot.set(Some((server.addr, server.cancel_key)));
-            // The busy path is boxed so that an idle session's task stays small: its future
-            // then holds only the idle wait, not the bound loop's buffers and timers.
-            // The settings check is synchronous; only a needed `SET` round trip is awaited.
-            let synced = match ParamSet::sync_query(&self.params, &server.params) {
-                None => Ok(()),
-                Some(sql) => Box::pin(self.sync_params(server, sql)).await,
-            };
-            // The answers to match are kept with the client between transactions, so the queue's
-            // allocation is reused.
-            let mut expect = self
-                .prepared
-                .as_mut()
-                .map(|c| std::mem::take(&mut c.expect))
-                .unwrap_or_default();
-            let outcome = match synced {
-                Ok(()) => {
-                    Box::pin(self.bound(checkout.conn(), cbuf, &mut progress, track, &mut expect))
-                        .await
-                }
-                Err(e) => Unbind::ServerGone {
-                    class: FailureClass::ServerConnLost,
-                    error: e,
-                },
-            };
-            expect.clear();
-            if let Some(c) = self.prepared.as_mut() {
-                c.expect = expect;
+            return true;
+        }
+        Box::pin(self.end(checkout, outcome, progress.server_shutting_down)).await;
+        false
+    }
+
+    /// Ends the session after a bound period that did not simply release its server: the
+    /// server is released or closed, the failure reported, the client told why.
+    async fn end(&mut self, mut checkout: Checkout, outcome: Unbind, server_shutting_down: bool) {
+        match outcome {
+            Unbind::Released => self.pool.release(checkout, true),
+            Unbind::ClientGone { reusable } => self.finish(checkout, reusable).await,
+            Unbind::ServerGone { class, error } => {
+                let class = if server_shutting_down {
+                    FailureClass::ServerShutdown
+                } else {
+                    class
+                };
+                let message = format!("pgtide [{class}]: server connection lost: {error}");
+                self.failures.report(
+                    Failure::new(self.pool.name(), class, &message)
+                        .client(self.peer)
+                        .server(checkout.conn().addr),
+                );
+                drop(checkout);
+                fatal(
+                    &mut self.client,
+                    SqlState::CONNECTION_FAILURE,
+                    &message,
+                    Some("The statement may or may not have run; pgtide does not retry it. Reconnect and check."),
+                )
+                .await;
             }
-            self.cancel.slot.set(None);
-            match outcome {
-                Unbind::Released => {
-                    self.pool.release(checkout, true);
-                    if let Some(slow) = &mut self.slow {
-                        slow.transaction_done(&self.failures, self.pool.name(), self.peer);
-                    }
-                }
-                Unbind::ClientGone { reusable } => {
-                    self.finish(checkout, reusable).await;
-                    return;
-                }
-                Unbind::ServerGone { class, error } => {
-                    let class = if progress.server_shutting_down {
-                        FailureClass::ServerShutdown
-                    } else {
-                        class
-                    };
-                    let message = format!("pgtide [{class}]: server connection lost: {error}");
-                    self.failures.report(
-                        Failure::new(self.pool.name(), class, &message)
-                            .client(self.peer)
-                            .server(checkout.conn().addr),
-                    );
-                    drop(checkout);
-                    fatal(
-                        &mut self.client,
-                        SqlState::CONNECTION_FAILURE,
-                        &message,
-                        Some("The statement may or may not have run; pgtide does not retry it. Reconnect and check."),
-                    )
-                    .await;
-                    return;
-                }
-                Unbind::Limit {
-                    class,
-                    code,
-                    message,
-                } => {
-                    self.failures.report(
-                        Failure::new(self.pool.name(), class, &message)
-                            .client(self.peer)
-                            .server(checkout.conn().addr),
-                    );
-                    drop(checkout);
-                    fatal(&mut self.client, code, &message, None).await;
-                    return;
-                }
-                Unbind::ClientViolation { code, message } => {
-                    drop(checkout);
-                    self.failures.report(
-                        Failure::new(self.pool.name(), FailureClass::ProtocolViolation, &message)
-                            .client(self.peer)
-                            .code(Some(code.as_str().to_owned())),
-                    );
-                    fatal(&mut self.client, code, &message, None).await;
-                    return;
-                }
+            Unbind::Limit {
+                class,
+                code,
+                message,
+            } => {
+                self.failures.report(
+                    Failure::new(self.pool.name(), class, &message)
+                        .client(self.peer)
+                        .server(checkout.conn().addr),
+                );
+                drop(checkout);
+                fatal(&mut self.client, code, &message, None).await;
+            }
+            Unbind::ClientViolation { code, message } => {
+                drop(checkout);
+                self.failures.report(
+                    Failure::new(self.pool.name(), FailureClass::ProtocolViolation, &message)
+                        .client(self.peer)
+                        .code(Some(code.as_str().to_owned())),
+                );
+                fatal(&mut self.client, code, &message, None).await;
             }
         }
     }
@@ -703,6 +719,25 @@ impl Session {
             }
         }
         self.pool.release(checkout, true);
+    }
+
+    async fn idle_timeout(&mut self, limit: Duration) {
+        let message = format!(
+            "pgtide [client_idle_timeout]: closing the connection after {} idle (client_idle_timeout)",
+            pgtide_config::format_duration(limit)
+        );
+        self.failures.report(
+            Failure::new(self.pool.name(), FailureClass::ClientIdleTimeout, &message)
+                .client(self.peer)
+                .elapsed(limit),
+        );
+        fatal(
+            &mut self.client,
+            SqlState::IDLE_SESSION_TIMEOUT,
+            &message,
+            None,
+        )
+        .await;
     }
 
     async fn protocol_violation(&mut self, e: ProtocolError) {

@@ -77,6 +77,9 @@ impl ParamSet {
         if self.base.as_deref().and_then(|b| find(b, name)) == Some(value) {
             return;
         }
+        // Exact growth: a client usually overrides one or two settings, and this set lives as
+        // long as the client (amortized doubling would reserve four entries for one).
+        self.own.reserve_exact(1);
         self.own.push((name.to_owned(), value.to_owned()));
     }
 
