@@ -5,6 +5,7 @@
 //! ([`Stream::read_idle`]) and the liveness probe of idle servers.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -67,8 +68,9 @@ impl Stream {
 /// there also clears the socket's readiness: the next read then waits for epoll instead of
 /// first failing with EAGAIN (one wasted syscall per transaction otherwise).
 pub(crate) fn read_ready(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-    let mut scratch = [0u8; READ_CHUNK];
-    let mut read = ReadBuf::new(&mut scratch);
+    // Uninitialised: zeroing 16 KiB per read showed in profiles.
+    let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut scratch);
     let mut cx = Context::from_waker(Waker::noop());
     match Pin::new(s).poll_read(&mut cx, &mut read) {
         Poll::Ready(Ok(())) => {

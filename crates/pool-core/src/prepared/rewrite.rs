@@ -281,10 +281,7 @@ fn rewrite_query(client: &mut ClientStatements, o: &mut Out<'_>, b: &mut Bound<'
         encode::query(o.replace(), REFUSE_SQL_PREPARE);
         return;
     }
-    if contains_ci(sql, b"discard all")
-        || contains_ci(sql, b"deallocate all")
-        || contains_ci(sql, b"deallocate prepare all")
-    {
+    if drops_all_statements(sql) {
         // Every statement of this server session is gone; so is every name the client had.
         client.names.clear();
         b.server.clear();
@@ -321,9 +318,18 @@ fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
             .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// Whether `sql` mentions `DISCARD ALL`, `DEALLOCATE ALL` or `DEALLOCATE PREPARE ALL` (any
+/// case). Runs on every simple-protocol query, so it is one pass that compares only where a
+/// `d` starts.
+fn drops_all_statements(sql: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 3] = [b"discard all", b"deallocate all", b"deallocate prepare all"];
+    sql.iter().enumerate().any(|(i, c)| {
+        c.eq_ignore_ascii_case(&b'd')
+            && NEEDLES.iter().any(|n| {
+                sql.get(i..i + n.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
+            })
+    })
 }
 
 /// The name in `DEALLOCATE [PREPARE] name [;]` (one statement, nothing after it).
@@ -575,6 +581,17 @@ mod tests {
         );
         assert_eq!(deallocate_target(b"deallocate S_1").as_deref(), Some("s_1"));
         assert_eq!(deallocate_target(b"deallocate a; select 1"), None);
+    }
+
+    #[test]
+    fn discard_and_deallocate_all_are_found_in_any_case_and_place() {
+        assert!(drops_all_statements(b"DISCARD ALL"));
+        assert!(drops_all_statements(b"select 1; Deallocate All"));
+        assert!(drops_all_statements(b"deallocate prepare all;"));
+        assert!(!drops_all_statements(b"select d from discard_all_table"));
+        assert!(!drops_all_statements(b"deallocate s_1"));
+        assert!(!drops_all_statements(b"d"));
+        assert!(!drops_all_statements(b""));
     }
 
     #[test]
