@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -52,7 +52,7 @@ impl fmt::Display for PoolKey {
 struct PoolState {
     /// Idle servers; the most recently used is at the back and is handed out first (its caches
     /// are warm), the oldest at the front is the first to be closed by the idle sweep.
-    idle: VecDeque<ServerConn>,
+    idle: VecDeque<Box<ServerConn>>,
     /// Servers open or being opened, idle or checked out.
     open: u32,
     /// The current limit.
@@ -87,7 +87,9 @@ pub struct Pool {
 /// server (the safe default when a session ends in an unknown state).
 #[derive(Debug)]
 pub struct Checkout {
-    conn: Option<ServerConn>,
+    /// Boxed: a checkout moves between the pool, the session and back on every transaction,
+    /// and a pointer moves for free where the connection's few hundred bytes would not.
+    conn: Option<Box<ServerConn>>,
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
     acquired_at: Instant,
@@ -96,7 +98,9 @@ pub struct Checkout {
 impl Checkout {
     /// The server connection.
     pub fn conn(&mut self) -> &mut ServerConn {
-        self.conn.as_mut().expect("conn present until release")
+        self.conn
+            .as_deref_mut()
+            .expect("conn present until release")
     }
 
     /// The pool it came from.
@@ -110,7 +114,7 @@ impl Drop for Checkout {
         if let Some(conn) = self.conn.take() {
             let permit = self.permit.take();
             self.pool
-                .give_back(conn, permit, Some(self.acquired_at.elapsed()), false);
+                .give_back(conn, permit, Some(self.acquired_at), false);
         }
     }
 }
@@ -243,38 +247,47 @@ impl Pool {
     /// Waits (FIFO, at most `acquire_timeout`) for a server and checks it out. Fails fast
     /// when the server's circuit breaker is open and no idle server is left.
     pub async fn acquire(self: &Arc<Self>) -> Result<Checkout, AcquireError> {
-        let settings = self.settings();
+        let timeout = lock(&self.settings).acquire_timeout.get();
+        // Clocks are read once on the fast path (a permit and a warm server at hand): the wait
+        // is then recorded as zero and the hold time starts here.
         let start = Instant::now();
-        let deadline = start + settings.acquire_timeout.get();
+        let deadline = start + timeout;
+        let mut waited = false;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
             Err(TryAcquireError::NoPermits) => {
+                waited = true;
                 self.stats.waiting.fetch_add(1, Relaxed);
-                let waited = self.wait_for_permit(&settings, start, deadline).await;
+                let permit = self.wait_for_permit(timeout, start, deadline).await;
                 self.stats.waiting.fetch_sub(1, Relaxed);
-                waited?
+                permit?
             }
         };
-        let conn = match self.take_idle() {
+        let idle = self.take_idle(if waited { Instant::now() } else { start });
+        let conn = match idle {
             Some(conn) => conn,
-            // Boxed: opening a server is rare, and its large state would otherwise sit in every
-            // idle client's task (the session awaits `acquire` inline).
-            None => match Box::pin(self.open_new(deadline, start)).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    self.return_permit(permit);
-                    return Err(e);
+            None => {
+                waited = true;
+                // Boxed: opening a server is rare, and its large state would otherwise sit in
+                // every transaction's future (the session awaits `acquire` inline).
+                match Box::pin(self.open_new(deadline, start)).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        self.return_permit(permit);
+                        return Err(e);
+                    }
                 }
-            },
+            }
         };
-        self.stats.record_acquire(start.elapsed());
+        let acquired_at = if waited { Instant::now() } else { start };
+        self.stats.record_acquire(acquired_at - start);
         self.stats.active.fetch_add(1, Relaxed);
         Ok(Checkout {
             conn: Some(conn),
             permit: Some(permit),
             pool: self.clone(),
-            acquired_at: Instant::now(),
+            acquired_at,
         })
     }
 
@@ -282,7 +295,7 @@ impl Pool {
     /// deadline passes, or the breaker opens while no idle server is left.
     async fn wait_for_permit(
         &self,
-        settings: &PoolSettings,
+        timeout: std::time::Duration,
         start: Instant,
         deadline: Instant,
     ) -> Result<OwnedSemaphorePermit, AcquireError> {
@@ -304,12 +317,12 @@ impl Pool {
                     self.stats.acquire_timeouts.fetch_add(1, Relaxed);
                     return Err(AcquireError::Timeout {
                         pool: self.name.clone(),
-                        timeout: settings.acquire_timeout.get(),
+                        timeout,
                         waited: start.elapsed(),
                         // This client has not left the queue yet.
                         waiting: self.stats.waiting.load(Relaxed).saturating_sub(1),
                         active: self.stats.active.load(Relaxed),
-                        max_size: settings.max_size,
+                        max_size: self.settings().max_size,
                     });
                 }
                 _ = opened => {}
@@ -323,7 +336,7 @@ impl Pool {
         self: &Arc<Self>,
         deadline: Instant,
         start: Instant,
-    ) -> Result<ServerConn, AcquireError> {
+    ) -> Result<Box<ServerConn>, AcquireError> {
         let target = self.target();
         if let Some(e) = target.breaker.fail_fast(&self.name) {
             self.spawn_probe(&target);
@@ -409,7 +422,7 @@ impl Pool {
     pub fn release(&self, mut checkout: Checkout, reusable: bool) {
         if let Some(conn) = checkout.conn.take() {
             let permit = checkout.permit.take();
-            self.give_back(conn, permit, Some(checkout.acquired_at.elapsed()), reusable);
+            self.give_back(conn, permit, Some(checkout.acquired_at), reusable);
         }
     }
 
@@ -433,7 +446,7 @@ impl Pool {
     pub async fn maintain(self: &Arc<Self>) -> bool {
         let settings = self.settings();
         let now = Instant::now();
-        let stale: Vec<ServerConn> = {
+        let stale: Vec<Box<ServerConn>> = {
             let mut st = lock(&self.state);
             let mut keep = VecDeque::with_capacity(st.idle.len());
             let mut stale = Vec::new();
@@ -496,8 +509,7 @@ impl Pool {
     }
 
     /// Pops the warmest idle server that is still alive and not expired.
-    fn take_idle(&self) -> Option<ServerConn> {
-        let now = Instant::now();
+    fn take_idle(&self, now: Instant) -> Option<Box<ServerConn>> {
         loop {
             let conn = lock(&self.state).idle.pop_back()?;
             if !conn.expired(now) && conn.stream.looks_alive() {
@@ -511,9 +523,10 @@ impl Pool {
     async fn open_conn(
         self: &Arc<Self>,
         target: &ServerTarget,
-    ) -> Result<ServerConn, AcquireError> {
+    ) -> Result<Box<ServerConn>, AcquireError> {
         match connect(target).await {
-            Ok(mut conn) => {
+            Ok(conn) => {
+                let mut conn = Box::new(conn);
                 target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
                 let mut welcome = lock(&self.welcome);
@@ -605,16 +618,17 @@ impl Pool {
     /// from a [`Checkout`].
     fn give_back(
         &self,
-        mut conn: ServerConn,
+        mut conn: Box<ServerConn>,
         permit: Option<OwnedSemaphorePermit>,
-        held: Option<Duration>,
+        acquired_at: Option<Instant>,
         reusable: bool,
     ) {
-        if let Some(held) = held {
-            self.stats.active.fetch_sub(1, Relaxed);
-            self.stats.record_hold(held);
-        }
+        // One clock read serves the hold time and the idle stamp.
         let now = Instant::now();
+        if let Some(at) = acquired_at {
+            self.stats.active.fetch_sub(1, Relaxed);
+            self.stats.record_hold(now.saturating_duration_since(at));
+        }
         let to_close = {
             let mut st = lock(&self.state);
             if reusable
@@ -659,7 +673,7 @@ impl Pool {
 
     /// The one place a server connection that was counted in `open` ends: its cap slots are
     /// given back, and the maintenance task is woken when the pool fell below `min_size`.
-    fn close_conn(&self, conn: ServerConn) {
+    fn close_conn(&self, conn: Box<ServerConn>) {
         self.stats.closes.fetch_add(1, Relaxed);
         // Best effort, never blocking: a Terminate lets the server log a clean disconnect.
         conn.stream.try_terminate();
