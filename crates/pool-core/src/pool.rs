@@ -10,7 +10,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -68,6 +71,9 @@ pub struct Pool {
     name: String,
     target: Mutex<Arc<ServerTarget>>,
     settings: Mutex<Arc<PoolSettings>>,
+    /// Bumped after every settings change, so sessions re-read the settings only when they
+    /// changed ([`Pool::settings_since`]) instead of locking on every transaction.
+    settings_version: AtomicU64,
     permits: Arc<Semaphore>,
     state: Mutex<PoolState>,
     /// ParameterStatus of the first server, replayed to clients at login before they have a
@@ -135,6 +141,7 @@ impl Pool {
             key,
             target: Mutex::new(Arc::new(target)),
             settings: Mutex::new(Arc::new(settings)),
+            settings_version: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(max as usize)),
             state: Mutex::new(PoolState {
                 idle: VecDeque::new(),
@@ -169,6 +176,13 @@ impl Pool {
         lock(&self.settings).clone()
     }
 
+    /// The settings and their version when they changed after version `seen` (0 = never
+    /// read); `None` when the caller's copy is current.
+    pub fn settings_since(&self, seen: u64) -> Option<(Arc<PoolSettings>, u64)> {
+        let version = self.settings_version.load(Acquire);
+        (version != seen).then(|| (self.settings(), version))
+    }
+
     /// Where new connections go.
     pub fn target(&self) -> Arc<ServerTarget> {
         lock(&self.target).clone()
@@ -186,6 +200,7 @@ impl Pool {
         self.set_max_size(settings.max_size);
         *lock(&self.target) = Arc::new(target);
         *lock(&self.settings) = Arc::new(settings);
+        self.settings_version.fetch_add(1, Release);
     }
 
     /// Changes `max_size` live. Growing adds permits at once; shrinking retires free permits at
@@ -288,6 +303,26 @@ impl Pool {
             permit: Some(permit),
             pool: self.clone(),
             acquired_at,
+        })
+    }
+
+    /// A checkout without waiting: a free permit and a warm idle server, or `None` (then
+    /// [`Pool::acquire`] waits or opens one). Synchronous, so the session's per-transaction
+    /// future need not hold `acquire`'s state for the common case.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Checkout> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let now = Instant::now();
+        let Some(conn) = self.take_idle(now) else {
+            drop(permit);
+            return None;
+        };
+        self.stats.record_acquire(std::time::Duration::ZERO);
+        self.stats.active.fetch_add(1, Relaxed);
+        Some(Checkout {
+            conn: Some(conn),
+            permit: Some(permit),
+            pool: self.clone(),
+            acquired_at: now,
         })
     }
 

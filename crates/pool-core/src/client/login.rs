@@ -243,6 +243,8 @@ async fn login(
     Some(Session {
         failures: shared.failures.clone(),
         mode: pool.settings().mode,
+        settings: pool.settings(),
+        settings_seen: 0,
         pool,
         client: stream,
         peer,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pgtide_config::PoolMode;
+use pgtide_config::{PoolMode, PoolSettings};
 use pgtide_protocol::frame::MAX_FRAME_LEN;
 use pgtide_protocol::stream::StreamScanner;
 use pgtide_protocol::{encode, tag, BackendMessage, ProtocolError, SqlState, TransactionStatus};
@@ -126,6 +126,10 @@ enum Unbind {
 pub struct Session {
     pub(super) failures: Arc<Failures>,
     pub(super) pool: Arc<Pool>,
+    /// The pool's settings as of the last transaction, and their version
+    /// ([`Pool::settings_since`]): re-read only after a change.
+    pub(super) settings: Arc<PoolSettings>,
+    pub(super) settings_seen: u64,
     pub(super) mode: PoolMode,
     pub(super) client: Stream,
     pub(super) peer: SocketAddr,
@@ -161,7 +165,12 @@ impl Session {
             // Idle: no server, no buffers.
             let mut cbuf = BytesMut::new();
             let mut progress = Progress::new();
-            let settings = self.pool.settings();
+            // Limits changed live apply from the next transaction on.
+            if let Some((settings, version)) = self.pool.settings_since(self.settings_seen) {
+                self.settings = settings;
+                self.settings_seen = version;
+            }
+            let settings = &self.settings;
             let idle_limit = settings.client_idle_timeout.non_zero();
             // Named statements are tracked where a client can change servers between
             // transactions.
@@ -178,7 +187,6 @@ impl Session {
                 }
                 None => self.slow = None,
             }
-            drop(settings);
             match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, idle_limit).await {
                 Woke::Bytes => {}
                 Woke::Gone => return,
@@ -233,7 +241,13 @@ impl Session {
         progress: &mut Progress,
         track: Option<usize>,
     ) -> bool {
-        let mut checkout = match self.pool.acquire().await {
+        // A warm server at hand needs no future; waiting (or opening a server) is boxed so
+        // this per-transaction future stays small.
+        let acquired = match self.pool.try_acquire() {
+            Some(c) => Ok(c),
+            None => Box::pin(self.pool.acquire()).await,
+        };
+        let mut checkout = match acquired {
             Ok(c) => c,
             Err(e) => {
                 let message = e.to_string();
@@ -402,11 +416,9 @@ impl Session {
         Buffers::ready_to_read(cbuf);
         Buffers::ready_to_read(sbuf);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
-        // Read when the transaction starts, so limits changed live apply to the next one.
-        let settings = self.pool.settings();
-        let query_timeout = settings.query_timeout.non_zero();
-        let idle_tx_timeout = settings.idle_in_transaction_timeout.non_zero();
-        drop(settings);
+        // As of when the transaction started (`run` refreshes them before each one).
+        let query_timeout = self.settings.query_timeout.non_zero();
+        let idle_tx_timeout = self.settings.idle_in_transaction_timeout.non_zero();
         // When the oldest unanswered sync point was sent, for query_timeout.
         // Clocks are read only for the timeouts that are on: the hot path pays nothing otherwise.
         let mut query_started = (p.pending > 0 && query_timeout.is_some()).then(Instant::now);
