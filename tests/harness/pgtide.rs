@@ -115,11 +115,9 @@ impl Pgtide {
         let thread = std::thread::Builder::new()
             .name("pgtide-under-test".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
+                // The daemon's runtime, sized by `pgtide.workers` (default: one thread).
+                let runtime =
+                    pgtide_pool_core::runtime::build(config.pgtide.workers).expect("tokio runtime");
                 runtime.block_on(async move {
                     let proxy = match Proxy::bind(config).await {
                         Ok(p) => p,

@@ -278,3 +278,83 @@ fn psycopg3_with_its_default_prepare_threshold() {
     let pool = p.handle().shared().pools()[0].clone();
     assert!(pool.statements.live() >= 1, "psycopg prepared statements");
 }
+
+/// A protocol message: tag, length, body.
+fn raw_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads whole messages until `count` ReadyForQuery have arrived; returns (tag, body) pairs.
+fn read_until_ready(s: &mut std::net::TcpStream, count: usize) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut ready = 0;
+    while ready < count {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)
+            .expect("a message header before the read timeout");
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).expect("the message body");
+        if head[0] == b'Z' {
+            ready += 1;
+        }
+        out.push((head[0], body));
+    }
+    out
+}
+
+/// Statement tracking keeps an incomplete client frame back until it is whole. The server must
+/// stay with the client until then: a client that pipelines a short query and a long one whose
+/// second half arrives after the first query's answer must get both answers, in order, from
+/// one unbroken stream (a server released in between would lose the first half).
+#[test]
+fn a_pipelined_query_split_across_reads_is_not_cut_by_a_release() {
+    use std::io::Write;
+    let c = cluster();
+    let p = pooled(&c, "2");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in [("user", USER), ("database", DB)] {
+        startup.extend_from_slice(k.as_bytes());
+        startup.push(0);
+        startup.extend_from_slice(v.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    s.write_all(&packet).unwrap();
+    read_until_ready(&mut s, 1);
+
+    let long_sql = format!("SELECT length('{}')\0", "x".repeat(30_000));
+    let first = raw_message(b'Q', b"SELECT 1\0");
+    let second = raw_message(b'Q', long_sql.as_bytes());
+    // The short query and the start of the long one in one write; the rest once the short
+    // query has surely been answered.
+    let mut burst = first.clone();
+    burst.extend_from_slice(&second[..100]);
+    s.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&second[100..]).unwrap();
+    let answers = read_until_ready(&mut s, 2);
+    let rows: Vec<String> = answers
+        .iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| String::from_utf8_lossy(&body[6..]).into_owned())
+        .collect();
+    assert_eq!(rows, ["1", "30000"], "answers: {answers:?}");
+    assert!(
+        !answers.iter().any(|(t, _)| *t == b'E'),
+        "no error expected: {answers:?}"
+    );
+    // The session goes on normally afterwards.
+    s.write_all(&raw_message(b'Q', b"SELECT 2\0")).unwrap();
+    let answers = read_until_ready(&mut s, 1);
+    assert!(answers.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"2")));
+}

@@ -25,7 +25,7 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
         }
     };
     logging::init(&config.log);
-    let runtime = match crate::runtime::build(config.pgtide.workers) {
+    let runtime = match pgtide_pool_core::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgtide: cannot start the async runtime: {e}");

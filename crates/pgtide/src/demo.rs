@@ -71,7 +71,7 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
     );
     println!("  Ctrl-C stops pgtide and removes the cluster.");
     println!();
-    let runtime = match crate::runtime::build(config.pgtide.workers) {
+    let runtime = match pgtide_pool_core::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgtide demo: cannot start the async runtime: {e}");

@@ -6,7 +6,6 @@
 //! - `check_config` — `pgtide check-config FILE`.
 //! - `daemon` — loads the config and runs the pooler until SIGTERM/SIGINT.
 //! - `demo` — `pgtide demo`: a throwaway PostgreSQL with pgtide in front.
-//! - `runtime` — the tokio runtime, sized by `pgtide.workers`.
 #![forbid(unsafe_code)]
 
 mod check_config;
@@ -14,7 +13,6 @@ mod cli;
 mod daemon;
 mod demo;
 mod logging;
-mod runtime;
 
 use std::process::ExitCode;
 

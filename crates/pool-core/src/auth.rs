@@ -158,8 +158,7 @@ impl Authenticator {
                 reason: "the auth file has only an md5 hash for this user; give it a password or scram_secret",
             });
         }
-        let secret =
-            known.unwrap_or_else(|| ScramSecret::derive(b"\0unknown", b"pgtide-mock", 4096));
+        let secret = known.unwrap_or_else(mock_secret);
         let mut server = ScramServer::with_random_nonce(secret);
         let mut out = BytesMut::with_capacity(256);
         encode::auth_sasl(&mut out, &[SCRAM_SHA_256]);
@@ -231,4 +230,14 @@ async fn read_password_frame<S: AsyncRead + Unpin>(
         .into());
     }
     Ok(frame)
+}
+
+/// The secret an unknown user is challenged with, so the exchange runs to its end and fails
+/// like a wrong password. Derived once: 4096 PBKDF2 rounds (about a millisecond) per unknown
+/// login would stall the session thread and take measurably longer than a known user's
+/// precomputed secret.
+fn mock_secret() -> ScramSecret {
+    static MOCK: std::sync::OnceLock<ScramSecret> = std::sync::OnceLock::new();
+    MOCK.get_or_init(|| ScramSecret::derive(b"\0unknown", b"pgtide-mock", 4096))
+        .clone()
 }

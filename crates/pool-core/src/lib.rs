@@ -16,6 +16,7 @@
 //! - `failure`, `error` — the failure classes and the typed errors that carry them.
 //! - `report`, `events` — one call per failure: counter, rate-limited log line, event ring.
 //! - `io` — whole-frame reads for the startup/auth phases.
+//! - `runtime` — the tokio runtime, sized by `pgtide.workers`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod pool;
 pub mod prepared;
 pub mod proxy;
 pub mod report;
+pub mod runtime;
 pub mod server;
 pub mod shared;
 pub mod stats;

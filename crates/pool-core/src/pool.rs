@@ -313,7 +313,8 @@ impl Pool {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let now = Instant::now();
         let Some(conn) = self.take_idle(now) else {
-            drop(permit);
+            // Through the shrink bookkeeping: a max_size lowered meanwhile retires it.
+            self.return_permit(permit);
             return None;
         };
         self.stats.record_acquire(std::time::Duration::ZERO);
@@ -649,8 +650,8 @@ impl Pool {
         self.refill.clone()
     }
 
-    /// Puts a server back (or closes it) and returns its permit; `held` is set when it comes
-    /// from a [`Checkout`].
+    /// Puts a server back (or closes it) and returns its permit; `acquired_at` is set when it
+    /// comes from a [`Checkout`] (its hold time is recorded).
     fn give_back(
         &self,
         mut conn: Box<ServerConn>,

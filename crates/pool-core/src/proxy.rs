@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
-use crate::client::handle_client;
+use crate::client::{handle_client, ClientSlot, Parking};
 use crate::shared::Shared;
 
 /// Why the proxy could not start.
@@ -103,15 +103,19 @@ impl Proxy {
 
     /// Serves until `shutdown` resolves, then stops accepting, tells idle clients pgtide is
     /// shutting down (57P01), lets clients inside a transaction finish it, and returns when all
-    /// sessions ended or `drain_timeout` passed.
+    /// sessions ended or `drain_timeout` passed. Sessions still running then end when the
+    /// runtime that runs them is dropped (the daemon drops it right after), their servers
+    /// closed, never reused.
     pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accepts = JoinSet::new();
+        let parking = Parking::start(stop_rx.clone());
         for listener in self.listeners {
             let shared = self.shared.clone();
             let stop = stop_rx.clone();
-            accepts.spawn(accept_loop(listener, shared, stop));
+            accepts.spawn(accept_loop(listener, shared, stop, parking.clone()));
         }
+        drop(parking);
         shutdown.await;
         tracing::info!(
             clients = self.shared.clients.load(Relaxed),
@@ -141,13 +145,20 @@ impl Proxy {
 }
 
 /// Accepts until told to stop. Each client runs in its own task, counted in `shared.clients`.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    parking: Parking,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(handle_client(shared.clone(), stream, peer, stop.clone()));
+                    // Counted before the task exists, so a drain that starts now waits for it.
+                    let (slot, n) = ClientSlot::take(shared.clone());
+                    tokio::spawn(handle_client(slot, n, stream, peer, stop.clone(), parking.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -2,7 +2,7 @@
 //!
 //! An enum rather than `Box<dyn AsyncRead + AsyncWrite>`: one branch per poll, no allocation,
 //! and the plain case keeps access to the raw socket for the zero-buffer idle wait
-//! ([`Stream::read_idle`]) and the liveness probe of idle servers.
+//! ([`read_ready`]) and the liveness probe of idle servers.
 
 use std::io;
 use std::mem::MaybeUninit;

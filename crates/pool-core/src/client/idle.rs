@@ -2,14 +2,13 @@
 //! it is kept small (`benches/compare.sh` measures the memory per idle client).
 //!
 //! On plain TCP the wait is a readiness poll of the socket (the waker lives in tokio's socket
-//! registration, not in this future), a shutdown watch, and a boxed timer only when
-//! `client_idle_timeout` is on. TLS clients, whose records must be read to know whether a
-//! message arrived, wait in a read instead.
+//! registration, not in this future), a shutdown watch, and one boxed timer: the
+//! `client_idle_timeout` when it is on, else the session's reusable park timer. TLS clients,
+//! whose records must be read to know whether a message arrived, wait in a read instead.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -30,17 +29,19 @@ pub(super) enum Woke {
     IdleTimeout,
     /// pgtide is shutting down.
     Shutdown,
+    /// The client stayed quiet long enough to park its session (`client/park.rs`).
+    Park,
 }
 
 /// Waits until `client` sends bytes (appended to `buf`, which holds no allocation until then),
-/// leaves, stays quiet for `idle_limit`, or `shutdown` changes.
+/// leaves, `timer` fires (answered with the `Woke` paired with it: the client idle timeout, or
+/// the moment to park the session), or `shutdown` changes.
 pub(super) async fn wait_idle(
     client: &mut Stream,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-    idle_limit: Option<Duration>,
+    mut timer: Option<(&mut Pin<Box<Sleep>>, Woke)>,
 ) -> Woke {
-    let mut timer: Option<Pin<Box<Sleep>>> = idle_limit.map(|t| Box::pin(tokio::time::sleep(t)));
     let changed = shutdown.changed();
     tokio::pin!(changed);
     loop {
@@ -50,9 +51,9 @@ pub(super) async fn wait_idle(
                     if let Poll::Ready(r) = s.poll_read_ready(cx) {
                         return Poll::Ready(if r.is_ok() { None } else { Some(Woke::Gone) });
                     }
-                    if let Some(t) = timer.as_mut() {
+                    if let Some((t, woke)) = timer.as_mut() {
                         if t.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Some(Woke::IdleTimeout));
+                            return Poll::Ready(Some(*woke));
                         }
                     }
                     if changed.as_mut().poll(cx).is_ready() {
@@ -84,12 +85,16 @@ pub(super) async fn wait_idle(
 async fn wait_tls(
     tls: &mut Stream,
     buf: &mut BytesMut,
-    mut timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<(&mut Pin<Box<Sleep>>, Woke)>,
     changed: Pin<&mut impl Future<Output = Result<(), watch::error::RecvError>>>,
 ) -> Woke {
+    let (mut sleep, on_timer) = match timer {
+        Some((t, woke)) => (Some(t), woke),
+        None => (None, Woke::IdleTimeout),
+    };
     let sleep = async {
-        match timer.as_mut() {
-            Some(t) => t.await,
+        match sleep.as_mut() {
+            Some(t) => t.as_mut().await,
             None => std::future::pending().await,
         }
     };
@@ -99,7 +104,7 @@ async fn wait_tls(
             Ok(0) | Err(_) => Woke::Gone,
             Ok(_) => Woke::Bytes,
         },
-        _ = sleep => Woke::IdleTimeout,
+        _ = sleep => on_timer,
         _ = changed => Woke::Shutdown,
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::park::{drive, Parking};
 use super::reply::fatal;
 use super::session::Session;
 use crate::failure::FailureClass;
@@ -32,8 +33,17 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Startup parameters that are not session settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
-/// Decrements the client count when the session ends, however it ends.
-struct ClientSlot(Arc<Shared>);
+/// A client counted in `Shared::clients`, from its accept until its session ends, however it
+/// ends (even a task dropped before it first ran): shutdown drains by this count.
+pub struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    /// Counts one more client; returns the slot and the number of clients including it.
+    pub fn take(shared: Arc<Shared>) -> (ClientSlot, usize) {
+        let n = shared.clients.fetch_add(1, Relaxed) + 1;
+        (ClientSlot(shared), n)
+    }
+}
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
@@ -41,35 +51,41 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Serves one client connection until it ends.
+/// Serves one client connection until it ends or parks (`client/park.rs`); `n` is the client
+/// count including it.
 ///
 /// Admission and login run in their own boxed future: their state (startup buffer, SCRAM
-/// exchange) is freed once the client is in, so an idle session's task holds only what the
-/// session needs (`benches/compare.sh` measures the memory per idle client).
+/// exchange) is freed once the client is in. The session is boxed so that parking it moves a
+/// pointer (`benches/compare.sh` measures the memory per idle client).
 pub async fn handle_client(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) {
-    let n = shared.clients.fetch_add(1, Relaxed) + 1;
-    let slot = ClientSlot(shared);
-    // `run` borrows the session: a session moved into its own future would be stored more
-    // than once in this task (rustc keeps moved async arguments apart).
-    if let Some(mut session) = Box::pin(admit(&slot.0, n, tcp, peer, shutdown)).await {
-        session.run().await;
-    }
-    drop(slot);
-}
-
-/// Refuses the `n`th client over `max_client_conn`, or logs it in.
-async fn admit(
-    shared: &Arc<Shared>,
+    slot: ClientSlot,
     n: usize,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-) -> Option<Session> {
+    parking: Parking,
+) {
+    let entry = Entry {
+        slot,
+        shutdown,
+        parking,
+    };
+    if let Some(session) = Box::pin(admit(entry, n, tcp, peer)).await {
+        drive(session).await;
+    }
+}
+
+/// What a session is made with besides its login: carried through admission and login, and
+/// dropped (uncounting the client) if the client never gets in.
+struct Entry {
+    slot: ClientSlot,
+    shutdown: watch::Receiver<bool>,
+    parking: Parking,
+}
+
+/// Refuses the `n`th client over `max_client_conn`, or logs it in.
+async fn admit(entry: Entry, n: usize, tcp: TcpStream, peer: SocketAddr) -> Option<Box<Session>> {
+    let shared = entry.slot.0.clone();
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
     let max = shared.config().pgtide.max_client_conn as usize;
@@ -88,7 +104,7 @@ async fn admit(
         .await;
         return None;
     }
-    login(shared, stream, peer, shutdown).await
+    login(&shared, stream, peer, entry).await.map(Box::new)
 }
 
 /// Startup, database lookup, authentication and the initial parameters; `None` when the client
@@ -97,7 +113,7 @@ async fn login(
     shared: &Arc<Shared>,
     mut stream: Stream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    entry: Entry,
 ) -> Option<Session> {
     let mut inbuf = BytesMut::new();
     let startup =
@@ -251,9 +267,14 @@ async fn login(
         params,
         cancel: registration,
         client_scan: StreamScanner::new(config.pgtide.max_message_size as usize),
-        shutdown,
+        shutdown: entry.shutdown,
         slow: None,
         prepared: None,
+        parking: entry.parking,
+        park_timer: None,
+        // Pools open connections long before they use them: park at once.
+        park_now: true,
+        _slot: entry.slot,
         slow_format: (
             config.log.slow_query_sql_chars,
             config.log.slow_query_redact,

@@ -2,8 +2,10 @@
 
 mod idle;
 mod login;
+mod park;
 mod reply;
 mod session;
 mod slow;
 
-pub use login::handle_client;
+pub use login::{handle_client, ClientSlot};
+pub use park::Parking;

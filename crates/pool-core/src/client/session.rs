@@ -9,11 +9,12 @@
 //! mid-transaction, a broken stream) closes the server instead: it is never returned in an
 //! unknown state.
 //!
-//! While a client is idle it holds no buffers: its first bytes are read into a buffer the size
-//! of the message, and the transaction then forwards through the buffers its server connection
+//! While a client is idle it holds no buffers: its first read is copied into a buffer the size
+//! of what arrived, and the transaction then forwards through the buffers its server connection
 //! keeps (`server::buffers`), so a transaction allocates no read buffers.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,11 @@ use pgtide_protocol::stream::StreamScanner;
 use pgtide_protocol::{encode, tag, BackendMessage, ProtocolError, SqlState, TransactionStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::idle::{wait_idle, Woke};
+use super::login::ClientSlot;
+use super::park::{Parking, PARK_AFTER};
 use super::reply::fatal;
 use super::slow::SlowLog;
 use crate::cancel::{send_cancel, CancelRegistration};
@@ -122,6 +126,15 @@ enum Unbind {
     },
 }
 
+/// What a session's task does when [`Session::run`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The session is over.
+    Done,
+    /// The client is idle: park the session (`client/park.rs`) until it sends something.
+    Park,
+}
+
 /// One client's session after login.
 pub struct Session {
     pub(super) failures: Arc<Failures>,
@@ -146,6 +159,15 @@ pub struct Session {
     pub(super) slow_format: (u32, bool),
     /// The client's named prepared statements, once it used one in transaction/statement mode.
     pub(super) prepared: Option<Box<ClientStatements>>,
+    /// Where the session goes while its client is quiet.
+    pub(super) parking: Parking,
+    /// Fires after [`PARK_AFTER`] without a message; kept between idle waits (reset, not
+    /// rebuilt) and dropped while parked.
+    pub(super) park_timer: Option<Pin<Box<Sleep>>>,
+    /// Park at the next idle point without waiting (set at login).
+    pub(super) park_now: bool,
+    /// This client counted in `Shared::clients` until the session is dropped.
+    pub(super) _slot: ClientSlot,
 }
 
 /// Statement tracking while bound: what the server answers must be matched against.
@@ -159,19 +181,64 @@ struct Tracking<'a> {
 }
 
 impl Session {
-    /// Runs until the client leaves or the session has to end.
-    pub(super) async fn run(&mut self) {
+    /// Runs until the client leaves or the session has to end ([`Next::Done`]), or until the
+    /// client has been quiet long enough to park the session ([`Next::Park`]).
+    pub(super) async fn run(&mut self) -> Next {
         loop {
             // Idle: no server, no buffers.
             let mut cbuf = BytesMut::new();
             let mut progress = Progress::new();
-            // Limits changed live apply from the next transaction on.
-            if let Some((settings, version)) = self.pool.settings_since(self.settings_seen) {
-                self.settings = settings;
-                self.settings_seen = version;
+            self.refresh_settings();
+            let idle_limit = self.settings.client_idle_timeout.non_zero();
+            // Parking is for plain TCP sessions without an idle timeout of their own.
+            let parkable = idle_limit.is_none() && !self.client.is_tls();
+            if parkable && std::mem::take(&mut self.park_now) {
+                self.park_timer = None;
+                return Next::Park;
             }
+            let mut idle_timer;
+            let timer = match idle_limit {
+                Some(limit) => {
+                    idle_timer = Box::pin(tokio::time::sleep(limit));
+                    Some((&mut idle_timer, Woke::IdleTimeout))
+                }
+                None if parkable => {
+                    let at = tokio::time::Instant::now() + PARK_AFTER;
+                    let t = self
+                        .park_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    t.as_mut().reset(at);
+                    Some((t, Woke::Park))
+                }
+                None => None,
+            };
+            match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, timer).await {
+                Woke::Bytes => {}
+                Woke::Gone => return Next::Done,
+                Woke::Park => {
+                    self.park_timer = None;
+                    return Next::Park;
+                }
+                Woke::IdleTimeout => {
+                    let limit = idle_limit.unwrap_or_default();
+                    Box::pin(self.idle_timeout(limit)).await;
+                    return Next::Done;
+                }
+                Woke::Shutdown => {
+                    Box::pin(fatal(
+                        &mut self.client,
+                        SqlState::ADMIN_SHUTDOWN,
+                        "pgtide is shutting down",
+                        Some("Reconnect to another pgtide instance or retry shortly."),
+                    ))
+                    .await;
+                    return Next::Done;
+                }
+            }
+            // Limits changed live (a reload while this client was idle) apply to the
+            // transaction that starts now.
+            self.refresh_settings();
             let settings = &self.settings;
-            let idle_limit = settings.client_idle_timeout.non_zero();
             // Named statements are tracked where a client can change servers between
             // transactions.
             let track = (self.mode != PoolMode::Session && settings.max_prepared_statements > 0)
@@ -187,40 +254,26 @@ impl Session {
                 }
                 None => self.slow = None,
             }
-            match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, idle_limit).await {
-                Woke::Bytes => {}
-                Woke::Gone => return,
-                Woke::IdleTimeout => {
-                    let limit = idle_limit.unwrap_or_default();
-                    return Box::pin(self.idle_timeout(limit)).await;
-                }
-                Woke::Shutdown => {
-                    return Box::pin(fatal(
-                        &mut self.client,
-                        SqlState::ADMIN_SHUTDOWN,
-                        "pgtide is shutting down",
-                        Some("Reconnect to another pgtide instance or retry shortly."),
-                    ))
-                    .await;
-                }
-            }
             if let Some(slow) = &mut self.slow {
                 slow.transaction_starts(Instant::now());
             }
             if track.is_some() {
                 // Scanned after rewriting, once bound; a lone Terminate needs no server.
                 if cbuf.first() == Some(&tag::frontend::TERMINATE) {
-                    return;
+                    return Next::Done;
                 }
             } else {
                 match self.scan_client(&cbuf, &mut progress) {
                     Ok(send) => cbuf.truncate(send),
-                    Err(e) => return Box::pin(self.protocol_violation(e)).await,
+                    Err(e) => {
+                        Box::pin(self.protocol_violation(e)).await;
+                        return Next::Done;
+                    }
                 }
                 if cbuf.is_empty() {
                     // Only Terminate (or nothing complete yet that needs a server).
                     if progress.terminated {
-                        return;
+                        return Next::Done;
                     }
                     continue;
                 }
@@ -228,7 +281,7 @@ impl Session {
             // The busy part is boxed so that an idle session's task stays small: its future
             // then holds only the idle wait, not the checkout, buffers and timers.
             if !Box::pin(self.transaction(cbuf, &mut progress, track)).await {
-                return;
+                return Next::Done;
             }
         }
     }
@@ -299,6 +352,15 @@ impl Session {
         }
         Box::pin(self.end(checkout, outcome, progress.server_shutting_down)).await;
         false
+    }
+
+    /// Picks up the pool's settings when they changed since this session last read them (one
+    /// atomic load when they did not).
+    fn refresh_settings(&mut self) {
+        if let Some((settings, version)) = self.pool.settings_since(self.settings_seen) {
+            self.settings = settings;
+            self.settings_seen = version;
+        }
     }
 
     /// Ends the session after a bound period that did not simply release its server: the
@@ -416,7 +478,8 @@ impl Session {
         Buffers::ready_to_read(cbuf);
         Buffers::ready_to_read(sbuf);
         let mut server_scan = StreamScanner::new(MAX_FRAME_LEN);
-        // As of when the transaction started (`run` refreshes them before each one).
+        // As of when the transaction started (`run` refreshes them when the client's bytes
+        // arrive).
         let query_timeout = self.settings.query_timeout.non_zero();
         let idle_tx_timeout = self.settings.idle_in_transaction_timeout.non_zero();
         // When the oldest unanswered sync point was sent, for query_timeout.
@@ -508,7 +571,9 @@ impl Session {
                     sbuf.truncate(keep);
                     held = keep;
                     Buffers::ready_to_read(sbuf);
-                    if p.pending == 0 && p.at_ready && server_scan.at_boundary() && self.client_scan.at_boundary() {
+                    // `cbuf` must be empty too: with statement tracking, an incomplete client
+                    // frame waits there unscanned, and it belongs to this server's stream.
+                    if p.pending == 0 && p.at_ready && server_scan.at_boundary() && self.client_scan.at_boundary() && cbuf.is_empty() {
                         if self.mode == PoolMode::Statement && p.status != TransactionStatus::Idle {
                             return Unbind::ClientViolation {
                                 code: SqlState::FEATURE_NOT_SUPPORTED,

@@ -1,4 +1,5 @@
-//! The async runtime, sized by `pgtide.workers`.
+//! The async runtime, sized by `pgtide.workers`: built here so that the daemon, `pgtide demo`
+//! and the test harness run pgtide on the same kind of runtime.
 //!
 //! One worker gets tokio's current-thread scheduler: sessions, pools and timers share one thread
 //! with no work stealing and no cross-thread wake-ups. In the comparison benchmark this costs

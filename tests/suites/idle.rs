@@ -1,0 +1,109 @@
+//! Idle clients: parked sessions (client/park.rs) wake on their client's next message, on its
+//! disconnect and at shutdown, and stay counted against max_client_conn exactly while they
+//! exist.
+
+use std::time::Duration;
+
+use pgtide_harness::{Auth, Cluster, Pgtide};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+mod common;
+use common::*;
+
+fn cluster() -> Cluster {
+    app_cluster(Auth::ScramSha256)
+}
+
+/// Longer than pgtide's park delay (1 s), so the session has been parked.
+const PARKED: Duration = Duration::from_millis(1500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_sessions_wake_keep_their_settings_and_serve_transactions() {
+    let c = cluster();
+    let p = pgtide_with(&c, &[("pool.max_size", "2")]);
+    let clients = [connect(&p).await, connect(&p).await, connect(&p).await];
+    for (i, client) in clients.iter().enumerate() {
+        client
+            .batch_execute(&format!("SET application_name = 'idle_{i}'"))
+            .await
+            .unwrap();
+    }
+    // Parked right after login and again after PARKED of silence; each wakes on its query.
+    for round in 0..2 {
+        tokio::time::sleep(PARKED).await;
+        for (i, client) in clients.iter().enumerate() {
+            assert_eq!(
+                value(client, "SHOW application_name").await,
+                format!("idle_{i}"),
+                "round {round}"
+            );
+            let tx = format!("BEGIN; SELECT {i}; COMMIT");
+            client.batch_execute(&tx).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_that_leaves_frees_its_max_client_conn_slot() {
+    let c = cluster();
+    let p = pgtide_with(&c, &[("pgtide.max_client_conn", "2")]);
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    assert!(
+        connect_as(&p, USER, None).await.is_err(),
+        "a third client is over max_client_conn"
+    );
+    tokio::time::sleep(PARKED).await;
+    // `b` closes its socket while parked: the hub wakes, the session ends, the slot frees.
+    drop(b);
+    let mut third = None;
+    for _ in 0..50 {
+        if let Ok(client) = connect_as(&p, USER, None).await {
+            third = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let third = third.expect("the slot of the client that left is free again");
+    assert_eq!(value(&third, "SELECT 'in'").await, "in");
+    assert_eq!(value(&a, "SELECT 'still here'").await, "still here");
+}
+
+/// Stops `p` (its drop drains and joins the pgtide thread) off the async threads.
+async fn stop(p: Pgtide) {
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_parked_and_waiting_clients_57p01() {
+    let c = cluster();
+    let p = pgtide_with(&c, &[]);
+    let mut conns = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (client, conn) = tokio_postgres::connect(&p.conn_string(USER, None, DB), NoTls)
+            .await
+            .unwrap();
+        conns.push(tokio::spawn(conn));
+        clients.push(client);
+    }
+    // The first has run a query (so it waits in its task, not parked yet); the others are
+    // parked since login.
+    assert_eq!(value(&clients[0], "SELECT 1").await, "1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    stop(p).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "idle clients do not hold up the drain: {:?}",
+        started.elapsed()
+    );
+    for conn in conns {
+        let err = conn
+            .await
+            .unwrap()
+            .expect_err("the connection ends with pgtide's FATAL");
+        assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+    }
+}
