@@ -4,7 +4,8 @@
 # docs/benchmarks.md.
 #
 # Usage: benches/compare.sh [--quick | --full] [--out FILE] [--json FILE]
-#   --quick (default): 2 interleaved rounds x 5 s per cell, 2000 idle clients (about 6 minutes)
+#   --quick (default): 1 round x 3 s per cell, 2000 idle clients (about 3 minutes; a first look,
+#                      no medians: use --full for figures to quote)
 #   --full:            3 interleaved rounds x 20 s per cell, 10000 idle clients (about 31 minutes)
 #   --out FILE:        also write the markdown report (always printed to stdout) to FILE
 #   --json FILE:       write the results as a JSON document to FILE
@@ -69,7 +70,7 @@ done
 if [ "$MODE" = full ]; then
     ROUNDS=3; DURATION=20; IDLE_N=10000
 else
-    ROUNDS=2; DURATION=5; IDLE_N=2000
+    ROUNDS=1; DURATION=3; IDLE_N=2000
 fi
 # Overrides, e.g. COMPARE_ROUNDS=0 COMPARE_IDLE_N=10000 for the idle-client test alone.
 ROUNDS="${COMPARE_ROUNDS:-$ROUNDS}"
