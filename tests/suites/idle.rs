@@ -18,6 +18,67 @@ fn cluster() -> Cluster {
 /// Longer than pgtide's park delay (1 s), so the session has been parked.
 const PARKED: Duration = Duration::from_millis(1500);
 
+/// A woken session answers well within this.
+const WAKE: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_sessions_wake_on_a_multi_thread_runtime_too() {
+    let c = cluster();
+    let p = pgtide_with(&c, &[("pool.max_size", "2"), ("pgtide.workers", "2")]);
+    let clients = [connect(&p).await, connect(&p).await, connect(&p).await];
+    tokio::time::sleep(PARKED).await;
+    for (i, client) in clients.iter().enumerate() {
+        let got = tokio::time::timeout(WAKE, value(client, &format!("SELECT {i}")))
+            .await
+            .expect("a parked session wakes on its client's query");
+        assert_eq!(got, i.to_string());
+    }
+}
+
+/// A client that closes its socket without a Terminate while its session is parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_that_vanishes_frees_its_slot() {
+    use std::io::{Read, Write};
+    let c = cluster();
+    let p = pgtide_with(&c, &[("pgtide.max_client_conn", "1")]);
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", p.port())).unwrap();
+    raw.set_read_timeout(Some(WAKE)).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", USER), ("database", DB)] {
+        body.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    raw.write_all(&packet).unwrap();
+    // Read up to ReadyForQuery ('Z', length 5, status).
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"Z\0\0\0\x05I") {
+        raw.read_exact(&mut byte).expect("login completes");
+        seen.push(byte[0]);
+    }
+    let over = connect_as(&p, USER, None)
+        .await
+        .map(|_| ())
+        .expect_err("limit 1");
+    assert_eq!(over.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{over}");
+    tokio::time::sleep(PARKED).await;
+    // No Terminate: the socket just closes (FIN), as when a client process is killed.
+    raw.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(raw);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(client) = connect_as(&p, USER, None).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = again.expect("the vanished client's slot is free again");
+    assert_eq!(value(&again, "SELECT 'in'").await, "in");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_sessions_wake_keep_their_settings_and_serve_transactions() {
     let c = cluster();
@@ -33,13 +94,16 @@ async fn parked_sessions_wake_keep_their_settings_and_serve_transactions() {
     for round in 0..2 {
         tokio::time::sleep(PARKED).await;
         for (i, client) in clients.iter().enumerate() {
-            assert_eq!(
-                value(client, "SHOW application_name").await,
-                format!("idle_{i}"),
-                "round {round}"
-            );
+            // Bounded: a lost wake-up must fail the test, not hang it.
+            let name = tokio::time::timeout(WAKE, value(client, "SHOW application_name"))
+                .await
+                .expect("a parked session wakes on its client's query");
+            assert_eq!(name, format!("idle_{i}"), "round {round}");
             let tx = format!("BEGIN; SELECT {i}; COMMIT");
-            client.batch_execute(&tx).await.unwrap();
+            tokio::time::timeout(WAKE, client.batch_execute(&tx))
+                .await
+                .expect("woken in time")
+                .unwrap();
         }
     }
 }
@@ -50,12 +114,14 @@ async fn a_parked_client_that_leaves_frees_its_max_client_conn_slot() {
     let p = pgtide_with(&c, &[("pgtide.max_client_conn", "2")]);
     let a = connect(&p).await;
     let b = connect(&p).await;
-    assert!(
-        connect_as(&p, USER, None).await.is_err(),
-        "a third client is over max_client_conn"
-    );
+    let over = connect_as(&p, USER, None)
+        .await
+        .map(|_| ())
+        .expect_err("a third client is over max_client_conn");
+    assert_eq!(over.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{over}");
     tokio::time::sleep(PARKED).await;
-    // `b` closes its socket while parked: the hub wakes, the session ends, the slot frees.
+    // `b` leaves (Terminate, then close) while parked: the hub wakes, the session ends, the
+    // slot frees.
     drop(b);
     let mut third = None;
     for _ in 0..50 {

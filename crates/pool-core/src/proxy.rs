@@ -144,7 +144,8 @@ impl Proxy {
     }
 }
 
-/// Accepts until told to stop. Each client runs in its own task, counted in `shared.clients`.
+/// Accepts until told to stop. Each client gets a task (until its session parks while idle,
+/// `client/park.rs`) and is counted in `shared.clients` from here until its session ends.
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,

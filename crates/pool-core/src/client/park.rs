@@ -8,10 +8,13 @@
 //! shutdown the hub gives every parked session back to a task, which tells its client
 //! `57P01` as any idle session does.
 //!
-//! A session parks right after login (pools open connections long before they use them) and
-//! after `PARK_AFTER` without a message. Busy clients never park, so the transaction path pays
-//! nothing but resetting one timer per idle wait. Sessions with `client_idle_timeout` on, and
-//! TLS sessions, are not parked.
+//! A session parks right after login (pools open connections long before they use them),
+//! unless its first query is already there, and after `PARK_AFTER` without a message. Busy
+//! clients never park: the transaction path pays one timer reset per idle wait (and one
+//! needless wake-up of the task when a transaction outlasts the park deadline). Sessions with
+//! `client_idle_timeout` on, and TLS sessions, are not parked. A parked session sees settings
+//! changed by a reload when its client next speaks: turning `client_idle_timeout` on does not
+//! disconnect clients that are parked until they send something.
 
 use std::future::{poll_fn, Future};
 use std::sync::{Arc, Mutex};
@@ -107,6 +110,9 @@ impl Parked {
             slot,
             woken: woken.clone(),
         }));
+        // Pending registers `waker`. Even when Pending comes from tokio's cooperative budget
+        // rather than the socket, tokio wakes `waker` later: the session resumes early, never
+        // late.
         let ready = session
             .client
             .tcp()

@@ -192,7 +192,9 @@ impl Session {
             let idle_limit = self.settings.client_idle_timeout.non_zero();
             // Parking is for plain TCP sessions without an idle timeout of their own.
             let parkable = idle_limit.is_none() && !self.client.is_tls();
-            if parkable && std::mem::take(&mut self.park_now) {
+            // A client whose first query is already here is served at once instead of taking a
+            // trip through the hub (connect-per-transaction clients).
+            if parkable && std::mem::take(&mut self.park_now) && !self.client_has_bytes() {
                 self.park_timer = None;
                 return Next::Park;
             }
@@ -352,6 +354,13 @@ impl Session {
         }
         Box::pin(self.end(checkout, outcome, progress.server_shutting_down)).await;
         false
+    }
+
+    /// Whether the client's socket is readable right now (bytes or EOF waiting), without
+    /// waiting. The no-op waker left registered is replaced by whoever waits next.
+    fn client_has_bytes(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.client.tcp().poll_read_ready(&mut cx).is_ready()
     }
 
     /// Picks up the pool's settings when they changed since this session last read them (one
