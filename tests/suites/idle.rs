@@ -38,26 +38,17 @@ async fn parked_sessions_wake_on_a_multi_thread_runtime_too() {
 /// A client that closes its socket without a Terminate while its session is parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_client_that_vanishes_frees_its_slot() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let c = cluster();
     let p = pgtide_with(&c, &[("pgtide.max_client_conn", "1")]);
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", p.port())).unwrap();
     raw.set_read_timeout(Some(WAKE)).unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", USER), ("database", DB)] {
-        body.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&body);
-    raw.write_all(&packet).unwrap();
-    // Read up to ReadyForQuery ('Z', length 5, status).
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(b"Z\0\0\0\x05I") {
-        raw.read_exact(&mut byte).expect("login completes");
-        seen.push(byte[0]);
-    }
+    raw.write_all(&startup_packet(
+        3 << 16,
+        &[("user", USER), ("database", DB)],
+    ))
+    .unwrap();
+    read_until_ready(&mut raw, 1);
     let over = connect_as(&p, USER, None)
         .await
         .map(|_| ())
@@ -67,15 +58,9 @@ async fn a_parked_client_that_vanishes_frees_its_slot() {
     // No Terminate: the socket just closes (FIN), as when a client process is killed.
     raw.shutdown(std::net::Shutdown::Both).unwrap();
     drop(raw);
-    let mut again = None;
-    for _ in 0..50 {
-        if let Ok(client) = connect_as(&p, USER, None).await {
-            again = Some(client);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let again = again.expect("the vanished client's slot is free again");
+    let again = connect_when_free(&p)
+        .await
+        .expect("the vanished client's slot is free again");
     assert_eq!(value(&again, "SELECT 'in'").await, "in");
 }
 
@@ -123,17 +108,23 @@ async fn a_parked_client_that_leaves_frees_its_max_client_conn_slot() {
     // `b` leaves (Terminate, then close) while parked: the hub wakes, the session ends, the
     // slot frees.
     drop(b);
-    let mut third = None;
+    let third = connect_when_free(&p)
+        .await
+        .expect("the slot of the client that left is free again");
+    assert_eq!(value(&third, "SELECT 'in'").await, "in");
+    assert_eq!(value(&a, "SELECT 'still here'").await, "still here");
+}
+
+/// Connects as soon as a client slot is free again (up to 5 s): a session that ends frees its
+/// slot a moment after its client left.
+async fn connect_when_free(p: &Pgtide) -> Option<tokio_postgres::Client> {
     for _ in 0..50 {
-        if let Ok(client) = connect_as(&p, USER, None).await {
-            third = Some(client);
-            break;
+        if let Ok(client) = connect_as(p, USER, None).await {
+            return Some(client);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let third = third.expect("the slot of the client that left is free again");
-    assert_eq!(value(&third, "SELECT 'in'").await, "in");
-    assert_eq!(value(&a, "SELECT 'still here'").await, "still here");
+    None
 }
 
 /// Stops `p` (its drop drains and joins the pgtide thread) off the async threads.

@@ -217,11 +217,20 @@ async fn sql_prepare_is_refused_with_a_clear_error_and_deallocate_all_stays_in_s
     );
 }
 
+/// This package's directory, as cargo gives it to the running test: the compile-time value is
+/// only a fallback, because a test binary reused from a shared target directory may have been
+/// built from another checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The driver-test Python (asyncpg, psycopg 3), set up once per test process.
 fn python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers/setup.sh");
+        let script = manifest_dir().join("drivers/setup.sh");
         let out = Command::new("bash")
             .arg(&script)
             .output()
@@ -237,9 +246,7 @@ fn python() -> &'static PathBuf {
 }
 
 fn run_driver(script: &str, dsn: String) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("drivers")
-        .join(script);
+    let path = manifest_dir().join("drivers").join(script);
     let out = Command::new(python())
         .arg(path)
         .args([dsn.as_str(), "4", "60"])
@@ -279,34 +286,6 @@ fn psycopg3_with_its_default_prepare_threshold() {
     assert!(pool.statements.live() >= 1, "psycopg prepared statements");
 }
 
-/// A protocol message: tag, length, body.
-fn raw_message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// Reads whole messages until `count` ReadyForQuery have arrived; returns (tag, body) pairs.
-fn read_until_ready(s: &mut std::net::TcpStream, count: usize) -> Vec<(u8, Vec<u8>)> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let mut ready = 0;
-    while ready < count {
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head)
-            .expect("a message header before the read timeout");
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).expect("the message body");
-        if head[0] == b'Z' {
-            ready += 1;
-        }
-        out.push((head[0], body));
-    }
-    out
-}
-
 /// Statement tracking keeps an incomplete client frame back until it is whole. The server must
 /// stay with the client until then: a client that pipelines a short query and a long one whose
 /// second half arrives after the first query's answer must get both answers, in order, from
@@ -318,17 +297,7 @@ fn a_pipelined_query_split_across_reads_is_not_cut_by_a_release() {
     let p = pooled(&c, "2");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196608u32.to_be_bytes());
-    for (k, v) in [("user", USER), ("database", DB)] {
-        startup.extend_from_slice(k.as_bytes());
-        startup.push(0);
-        startup.extend_from_slice(v.as_bytes());
-        startup.push(0);
-    }
-    startup.push(0);
-    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
+    let packet = startup_packet(3 << 16, &[("user", USER), ("database", DB)]);
     s.write_all(&packet).unwrap();
     read_until_ready(&mut s, 1);
 

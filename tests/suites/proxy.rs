@@ -528,20 +528,6 @@ fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    pkt.extend_from_slice(&body);
-    pkt
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_never_disturbs_other_clients() {
     let c = cluster(Auth::ScramSha256);

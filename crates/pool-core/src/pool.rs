@@ -285,7 +285,7 @@ impl Pool {
             None => {
                 waited = true;
                 // Boxed: opening a server is rare, and its large state would otherwise sit in
-                // every transaction's future (the session awaits `acquire` inline).
+                // every waiting `acquire`'s future.
                 match Box::pin(self.open_new(deadline, start)).await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -296,14 +296,26 @@ impl Pool {
             }
         };
         let acquired_at = if waited { Instant::now() } else { start };
+        Ok(self.check_out(conn, permit, start, acquired_at))
+    }
+
+    /// Hands out `conn` under `permit`, recording the wait (`start` to `acquired_at`) and the
+    /// start of the hold time: the one place both acquire paths count a checkout.
+    fn check_out(
+        self: &Arc<Self>,
+        conn: Box<ServerConn>,
+        permit: OwnedSemaphorePermit,
+        start: Instant,
+        acquired_at: Instant,
+    ) -> Checkout {
         self.stats.record_acquire(acquired_at - start);
         self.stats.active.fetch_add(1, Relaxed);
-        Ok(Checkout {
+        Checkout {
             conn: Some(conn),
             permit: Some(permit),
             pool: self.clone(),
             acquired_at,
-        })
+        }
     }
 
     /// A checkout without waiting: a free permit and a warm idle server, or `None` (then
@@ -317,14 +329,7 @@ impl Pool {
             self.return_permit(permit);
             return None;
         };
-        self.stats.record_acquire(std::time::Duration::ZERO);
-        self.stats.active.fetch_add(1, Relaxed);
-        Some(Checkout {
-            conn: Some(conn),
-            permit: Some(permit),
-            pool: self.clone(),
-            acquired_at: now,
-        })
+        Some(self.check_out(conn, permit, now, now))
     }
 
     /// Queued part of [`Pool::acquire`]: keeps its FIFO place until a permit comes, the

@@ -124,3 +124,47 @@ pub fn event_kinds(p: &Pgtide) -> Vec<&'static str> {
         .map(|e| e.kind.as_str())
         .collect()
 }
+
+/// A StartupMessage for protocol `version` with `params`, for tests that speak the protocol
+/// over a raw socket.
+pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&body);
+    pkt
+}
+
+/// A protocol message: tag, length, body.
+pub fn raw_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads whole messages until `count` ReadyForQuery have arrived; returns (tag, body) pairs.
+pub fn read_until_ready(s: &mut std::net::TcpStream, count: usize) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut ready = 0;
+    while ready < count {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)
+            .expect("a message header before the read timeout");
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).expect("the message body");
+        if head[0] == b'Z' {
+            ready += 1;
+        }
+        out.push((head[0], body));
+    }
+    out
+}

@@ -55,6 +55,8 @@ impl Parking {
 /// Serves a session in the current task until it ends or parks.
 pub(super) async fn drive(mut session: Box<Session>) {
     if session.run().await == Next::Park {
+        // A parked session keeps no timer; a new one is made when it is next in a task.
+        session.park_timer = None;
         let parking = session.parking.clone();
         parking.park(session);
     }

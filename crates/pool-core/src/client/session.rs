@@ -195,7 +195,6 @@ impl Session {
             // A client whose first query is already here is served at once instead of taking a
             // trip through the hub (connect-per-transaction clients).
             if parkable && std::mem::take(&mut self.park_now) && !self.client_has_bytes() {
-                self.park_timer = None;
                 return Next::Park;
             }
             let mut idle_timer;
@@ -217,10 +216,7 @@ impl Session {
             match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, timer).await {
                 Woke::Bytes => {}
                 Woke::Gone => return Next::Done,
-                Woke::Park => {
-                    self.park_timer = None;
-                    return Next::Park;
-                }
+                Woke::Park => return Next::Park,
                 Woke::IdleTimeout => {
                     let limit = idle_limit.unwrap_or_default();
                     Box::pin(self.idle_timeout(limit)).await;
