@@ -15,11 +15,18 @@ const EXAMPLE: &str = "pgtide.example.toml";
 const USERS: &str = "users.example.toml";
 const TOKENS: &str = "admin-tokens.example.toml";
 
+/// This package's directory, as cargo gives it to the running test: the compile-time value is
+/// only a fallback, because a test binary reused from a shared target directory may have been
+/// built from another checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// A file in the workspace's `deploy/` directory.
 fn deploy(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy")
-        .join(name)
+    manifest_dir().join("../../deploy").join(name)
 }
 
 fn read(path: &Path) -> String {
@@ -213,7 +220,7 @@ fn collect_toml_keys(section: &str, table: &toml::Table, out: &mut Keys) {
 
 #[test]
 fn reference_documents_every_config_key() {
-    let docs = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"));
+    let docs = read(&manifest_dir().join("../../docs/configuration.md"));
     let serialized = Value::serialize(config_with_every_key()).unwrap();
     let mut known = Keys::new();
     collect_keys("", &serialized, &mut known);

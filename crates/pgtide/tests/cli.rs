@@ -11,9 +11,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Exit code pgtide uses for an invalid configuration.
 const EXIT_INVALID: i32 = 2;
 
+/// This package's directory, as cargo gives it to the running test: the compile-time value is
+/// only a fallback, because a test binary reused from a shared target directory may have been
+/// built from another checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The annotated example config shipped in `deploy/`.
 fn example_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/pgtide.example.toml")
+    manifest_dir().join("../../deploy/pgtide.example.toml")
 }
 
 /// `pgtide ARGS` with an empty environment apart from `PATH` (and `extra_env`).
