@@ -13,6 +13,7 @@
 #   COMPARE_ROUNDS, COMPARE_DURATION, COMPARE_IDLE_N override the mode's rounds, seconds per cell
 #     and idle clients (COMPARE_ROUNDS=0: no pgbench rounds, only the idle-client test);
 #   PGTIDE_BIN=/path/to/pgtide: use that binary and skip the cargo build;
+#   RELAY_FLOOR_BIN=/path/to/relay-floor: likewise for the floor relay;
 #   COMPARE_PGTIDE_WORKERS=N: pass --set pgtide.workers=N to pgtide (shown in the report);
 #   KEEP_WORK=1 keeps the work directory (logs, TSVs) even on success.
 # The estimated duration is printed at the start. Exit status: 0, or 1 if a pooler cell failed
@@ -31,6 +32,10 @@
 #  3. pgbench -i -s 1 directly;
 #  4. PgBouncer (installed with apt-get if missing; skipped if that fails), run as the
 #     `postgres` OS user on a free port: transaction mode, default_pool_size 20, trust auth;
+#  4b. the floor (benches/relay_floor.rs, built here unless RELAY_FLOOR_BIN is set): a 1:1 epoll
+#     byte relay in front of PostgreSQL, the cheapest proxy the kernel allows, measured in the
+#     scenarios with no more clients than the pool size (where pooling changes nothing): what
+#     any pooler must pay for the extra hop, beside what pgtide and PgBouncer pay;
 #  5. N idle clients (benches/idle_clients.py) to each pooler, right after a warm-up and before
 #     the pgbench rounds (so no memory freed by earlier clients is reused): (VmRSS after -
 #     before) / N;
@@ -44,7 +49,8 @@
 #       -S -M simple -c 1 -j 1 --log: average and p50/p90/p99/p99.9 latency in microseconds
 #         from the per-transaction log, and the latency each pooler adds to direct;
 #     median tps per cell; pooler CPU (utime+stime from /proc/PID/stat) per 10k transactions
-#     (for -C, per 10k connections: one per transaction). A failing pgbench is recorded as the
+#     (for -C, per 10k connections: one per transaction); machine CPU (every process: busy time
+#     in /proc/stat) per transaction, which is what bounds throughput on a CPU-bound machine. A failing pgbench is recorded as the
 #     cell's "failed: <first error line>" and the run goes on;
 #  7. the report (benches/report.py): markdown tables (throughput with pgtide/direct and
 #     pgtide/pgbouncer ratios, CPU, latency, prepared, idle memory) and the JSON document.
@@ -128,9 +134,15 @@ die() { log "error: $*"; exit 1; }
 # Estimate, from measured runs: setup about 20 s; a cell takes DURATION plus about 0.5 s, except
 # the two direct cells at 500 clients (they fail at once) and PgBouncer's -M prepared (tried once
 # per client count, 3 s); the idle-client test about 6 s plus N/2000 s per pooler.
-CELLS_PER_ROUND=$((${#SC_IDS[@]} * 3 - 4))
+FLOOR_SCENARIOS=0
+for id in "${SC_IDS[@]}"; do
+    if [ "${SC_CLIENTS[$id]}" -le "$POOL_SIZE" ] && [ "${SC_KIND[$id]}" != churn ]; then
+        FLOOR_SCENARIOS=$((FLOOR_SCENARIOS + 1))
+    fi
+done
+CELLS_PER_ROUND=$((${#SC_IDS[@]} * 3 - 4 + FLOOR_SCENARIOS))
 EST_SECONDS=$((20 + ROUNDS * (CELLS_PER_ROUND * (2 * DURATION + 1) / 2 + 1) + 12 + 2 * (6 + IDLE_N / 2000)))
-log "$MODE mode: $ROUNDS round(s) x ${DURATION}s per cell, ${#SC_IDS[@]} scenarios x 3 targets, $IDLE_N idle clients;" \
+log "$MODE mode: $ROUNDS round(s) x ${DURATION}s per cell, ${#SC_IDS[@]} scenarios x 3 targets (+ the floor relay in $FLOOR_SCENARIOS), $IDLE_N idle clients;" \
     "estimated duration about $((EST_SECONDS / 60)) min $((EST_SECONDS % 60)) s (plus the build)"
 
 for tool in pgbench psql python3 runuser timeout; do
@@ -151,8 +163,8 @@ fi
 
 WORK="$(mktemp -d /tmp/pgtide-compare.XXXXXX)"
 chmod 755 "$WORK"
-# scenario target round status tps transactions cpu_seconds avg_connection_ms
-#   lat_avg lat_p50 lat_p90 lat_p99 lat_p999 lat_n failure  ("-" when empty)
+# scenario target round status tps transactions cpu_seconds machine_cpu_seconds
+#   avg_connection_ms lat_avg lat_p50 lat_p90 lat_p99 lat_p999 lat_n failure  ("-" when empty)
 RESULTS="$WORK/results.tsv"
 IDLE_RESULTS="$WORK/idle.tsv"   # target n_ok n_failed rss_before rss_after seconds note
 META="$WORK/meta.tsv"           # key value
@@ -169,6 +181,8 @@ meta() { printf '%s\t%s\n' "$1" "$(tr '\t\n' '  ' <<<"$2" | sed 's/ *$//')" >>"$
 PGTIDE_PID=""
 PGB_PID=""
 PGB_RUNUSER_PID=""
+RELAY_PID=""
+RELAY_PORT=""
 HELPER_PID=""
 PGDATA_DIR=""
 POOLER_FAILURES=0
@@ -196,6 +210,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pid "$HELPER_PID" TERM 10
+    stop_pid "$RELAY_PID" TERM 5
     stop_pid "$PGB_PID" TERM 10
     stop_pid "$PGB_RUNUSER_PID" TERM 5
     if alive "$PGTIDE_PID"; then
@@ -235,6 +250,10 @@ cpu_ticks() {
     sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true
 }
 
+# Busy time of the whole machine (user, nice, system, irq, softirq of every CPU; not idle,
+# iowait or steal) in clock ticks, from /proc/stat.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 vmrss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- build
@@ -253,6 +272,15 @@ else
     PGTIDE_BUILD="built here with $(rustc --version 2>/dev/null || echo 'rustc (version unknown)')"
 fi
 PGTIDE_VERSION="$("$PGTIDE_BIN" --version 2>/dev/null | head -n1 || true)"
+if [ -n "${RELAY_FLOOR_BIN:-}" ]; then
+    [ -x "$RELAY_FLOOR_BIN" ] || die "RELAY_FLOOR_BIN=$RELAY_FLOOR_BIN is not an executable file"
+else
+    log "building the floor relay (benches/relay_floor.rs)"
+    (cd "$ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/pgtide-target}" \
+        cargo build --release -p pgtide-benches --bin relay-floor) >&2
+    RELAY_FLOOR_BIN="${CARGO_TARGET_DIR:-/var/cache/pgtide-target}/release/relay-floor"
+    [ -x "$RELAY_FLOOR_BIN" ] || die "no binary at $RELAY_FLOOR_BIN"
+fi
 
 # ---------------------------------------------------------------- pgtide demo
 PGTIDE_PORT="$(free_port)"
@@ -364,21 +392,45 @@ EOF
     fi
 fi
 
+# ---------------------------------------------------------------- the floor relay
+RELAY_PORT="$(free_port)"
+"$RELAY_FLOOR_BIN" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" >"$WORK/relay.out" 2>&1 &
+RELAY_PID=$!
+if wait_port "$RELAY_PORT" 10 && alive "$RELAY_PID"; then
+    log "floor relay on 127.0.0.1:$RELAY_PORT, PID $RELAY_PID"
+else
+    log "the floor relay did not start; continuing without it: $(tail -n 3 "$WORK/relay.out")"
+    stop_pid "$RELAY_PID" TERM 5
+    RELAY_PID=""
+    RELAY_PORT=""
+fi
+
 TARGETS=(direct)
 [ -n "$PGB_PORT" ] && TARGETS+=(pgbouncer)
 TARGETS+=(pgtide)
+[ -n "$RELAY_PORT" ] && TARGETS+=(floor)
+
+# The floor relay pairs each client with a server connection of its own: it is measured only
+# where pooling changes nothing (no more clients than the pool size; not -C, where it would pay
+# PostgreSQL's connection setup as direct does).
+measured_on() {
+    local id="$1" t="$2"
+    [ "$t" != floor ] || { [ "${SC_CLIENTS[$id]}" -le "$POOL_SIZE" ] && [ "${SC_KIND[$id]}" != churn ]; }
+}
 
 port_of() {
     case "$1" in
         direct) echo "$PG_PORT" ;;
         pgbouncer) echo "$PGB_PORT" ;;
         pgtide) echo "$PGTIDE_PORT" ;;
+        floor) echo "$RELAY_PORT" ;;
     esac
 }
 pid_of() {
     case "$1" in
         pgbouncer) echo "$PGB_PID" ;;
         pgtide) echo "$PGTIDE_PID" ;;
+        floor) echo "$RELAY_PID" ;;
         *) echo "" ;;
     esac
 }
@@ -404,7 +456,7 @@ first_error() {
 run_cell() {
     local id="$1" t="$2" round="$3"
     local flags="${SC_FLAGS[$id]}" clients="${SC_CLIENTS[$id]}" kind="${SC_KIND[$id]}"
-    local threads pid before after out rc=0 tps tx cpu="-" conn_ms lat="- - - - - -" detail="-" status=ok
+    local threads pid before after m_before m_after out rc=0 tps tx cpu="-" mcpu="-" conn_ms lat="- - - - - -" detail="-" status=ok
     local extra=() latdir=""
     threads="$(threads_for "$clients")"
     out="$WORK/pgbench-$id-$t-$round.log"
@@ -416,9 +468,11 @@ run_cell() {
     pid="$(pid_of "$t")"
     before=""
     [ -n "$pid" ] && before="$(cpu_ticks "$pid")"
+    m_before="$(machine_ticks)"
     # shellcheck disable=SC2086  # $flags is split into pgbench options on purpose
     timeout -k 10 $((DURATION + 120)) pgbench -h 127.0.0.1 -p "$(port_of "$t")" -U demo -n $flags \
         -c "$clients" -j "$threads" -T "$DURATION" "${extra[@]}" demo >"$out" 2>&1 || rc=$?
+    m_after="$(machine_ticks)"
     after=""
     [ -n "$pid" ] && after="$(cpu_ticks "$pid")"
     tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)"
@@ -432,6 +486,7 @@ run_cell() {
     if [ -n "$before" ] && [ -n "$after" ]; then
         cpu="$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')"
     fi
+    mcpu="$(awk -v a="$m_after" -v b="$m_before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')"
     if [ "$status" = ok ] && [ -n "$latdir" ]; then
         if ! lat="$(python3 "$HERE/report.py" latency "$latdir"/lat.* 2>>"$out")"; then
             status=failed
@@ -439,16 +494,17 @@ run_cell() {
             lat="- - - - - -"
         fi
     fi
-    if [ "$status" = failed ] && [ "$t" != direct ]; then
+    if [ "$status" = failed ] && [ "$t" != direct ] && [ "$t" != floor ]; then
         POOLER_FAILURES=$((POOLER_FAILURES + 1))
     fi
     local -a lat_fields
     read -r -a lat_fields <<<"$lat"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$t" "$round" "$status" \
-        "${tps:--}" "${tx:--}" "$cpu" "${conn_ms:--}" "${lat_fields[@]}" "$detail" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$t" "$round" "$status" \
+        "${tps:--}" "${tx:--}" "$cpu" "$mcpu" "${conn_ms:--}" "${lat_fields[@]}" "$detail" >>"$RESULTS"
     if [ "$status" = ok ]; then
         local cpu_note=""
-        [ "$cpu" = - ] || cpu_note=", pooler CPU ${cpu}s"
+        [ "$cpu" = - ] || cpu_note=", $t CPU ${cpu}s"
+        cpu_note="$cpu_note, machine CPU ${mcpu}s"
         log "round $round $t $flags -c $clients: $tps tps$cpu_note${latdir:+, latency avg/p50/p99 µs: ${lat_fields[0]}/${lat_fields[1]}/${lat_fields[3]}}"
     else
         log "round $round $t $flags -c $clients: FAILED: $detail"
@@ -533,6 +589,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 [ "$round" = 1 ] && prepared_verdict_pgbouncer "${SC_CLIENTS[$id]}"
                 continue
             fi
+            measured_on "$id" "$t" || continue
             run_cell "$id" "$t" "$round"
         done
     done
@@ -552,6 +609,7 @@ meta pgtide_build "$PGTIDE_BUILD"
 meta postgresql "$PG_VERSION"
 meta pgbouncer "$PGB_VERSION"
 meta pgbench "$(pgbench --version)"
+meta floor "${RELAY_PORT:+relay-floor (benches/relay_floor.rs), 1:1, one thread, epoll}"
 meta mode "$MODE"
 meta rounds "$ROUNDS"
 meta duration "$DURATION"

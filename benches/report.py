@@ -20,8 +20,10 @@ import math
 import statistics
 import sys
 
-TARGETS = ("direct", "pgbouncer", "pgtide")
+TARGETS = ("direct", "pgbouncer", "pgtide", "floor")
 POOLERS = ("pgbouncer", "pgtide")
+# Processes whose own CPU is measured: the poolers and the floor relay (benches/relay_floor.rs).
+PROXIES = POOLERS + ("floor",)
 LAT_KEYS = ("avg", "p50", "p90", "p99", "p99.9")
 
 
@@ -76,7 +78,7 @@ def load(workdir):
         )
     runs = []
     for row in read_tsv(f"{workdir}/results.tsv"):
-        (sid, target, rnd, status, tps, tx, cpu, conn_ms, l_avg, l50, l90, l99, l999, l_n, detail) = row
+        (sid, target, rnd, status, tps, tx, cpu, mcpu, conn_ms, l_avg, l50, l90, l99, l999, l_n, detail) = row
         runs.append(
             {
                 "scenario": sid,
@@ -86,6 +88,7 @@ def load(workdir):
                 "tps": num(tps),
                 "transactions": num(tx, int),
                 "cpu_seconds": num(cpu),
+                "machine_cpu_seconds": num(mcpu),
                 "avg_connection_ms": num(conn_ms),
                 "latency_us": None
                 if l_n in ("", "-")
@@ -148,6 +151,7 @@ def build(meta, scenarios, runs, idle, prepared):
                         "tps": r["tps"] if r["ok"] else None,
                         "transactions": r["transactions"] if r["ok"] else None,
                         "pooler_cpu_seconds": r["cpu_seconds"],
+                        "machine_cpu_seconds": r["machine_cpu_seconds"],
                         "failed": None if r["ok"] else "failed: " + (r["failure"] or "unknown"),
                         **({"latency_us": r["latency_us"]} if r["latency_us"] else {}),
                         **({"avg_connection_ms": r["avg_connection_ms"]} if r["avg_connection_ms"] is not None else {}),
@@ -161,7 +165,10 @@ def build(meta, scenarios, runs, idle, prepared):
             }
             if not ok:
                 cell["failure"] = "failed: " + (next(r["failure"] for r in rs if not r["ok"]) or "unknown")
-            if target in POOLERS:
+            mtx = sum(r["transactions"] for r in ok if r["machine_cpu_seconds"] is not None and r["transactions"])
+            mcpu = sum(r["machine_cpu_seconds"] for r in ok if r["machine_cpu_seconds"] is not None and r["transactions"])
+            cell["machine_cpu_us_per_tx"] = round(mcpu / mtx * 1e6, 1) if mtx else None
+            if target in PROXIES:
                 cpu = sum(r["cpu_seconds"] for r in ok if r["cpu_seconds"] is not None)
                 tx = sum(r["transactions"] for r in ok if r["cpu_seconds"] is not None and r["transactions"])
                 cell["pooler_cpu_s_per_10k_tx"] = round(cpu / tx * 10_000, 4) if tx else None
@@ -202,14 +209,59 @@ def build(meta, scenarios, runs, idle, prepared):
     if lat_sc:
         per = {t: by_key.get((lat_sc["id"], t), {}).get("latency_us") for t in TARGETS}
         added = {}
-        for t in POOLERS:
+        for t in PROXIES:
             if per.get(t) and per.get("direct"):
                 added[f"{t}_minus_direct"] = {k: round(per[t][k] - per["direct"][k], 1) for k in LAT_KEYS}
         latency = {"scenario": lat_sc["id"], "median_us": {t: v for t, v in per.items() if v}, "added_us": added}
 
+    floor = []
+    for sc in scenarios:
+        f = by_key.get((sc["id"], "floor"))
+        if not f:
+            continue
+        cell = lambda t: by_key.get((sc["id"], t)) or {}
+        med = {t: cell(t).get("median_tps") for t in TARGETS}
+        cpu = {t: cell(t).get("pooler_cpu_s_per_10k_tx") for t in PROXIES}
+        floor.append(
+            {
+                "scenario": sc["id"],
+                "clients": sc["clients"],
+                "median_tps": med,
+                "over_direct": {t: ratio(med[t], med["direct"]) for t in PROXIES},
+                "cpu_us_per_tx": {t: round(v * 100, 1) if v is not None else None for t, v in cpu.items()},
+                "floor_cpu_over_pgbouncer": ratio(cpu["floor"], cpu["pgbouncer"]),
+                "pgtide_cpu_over_floor": ratio(cpu["pgtide"], cpu["floor"]),
+            }
+        )
+
+    # What the floor implies for the busy scenarios: on a CPU-bound machine tps follows the
+    # machine's CPU per transaction. A pooler costing what the floor relay costs per transaction
+    # (its median over the floor cells) instead of what PgBouncer costs, everything else as in
+    # PgBouncer's cell, would reach at most M / (M - pgbouncer + floor) x PgBouncer's tps.
+    floor_costs = [x["cpu_us_per_tx"]["floor"] for x in floor if x["cpu_us_per_tx"]["floor"] is not None]
+    floor_us = statistics.median(floor_costs) if floor_costs else None
+    bounds = []
+    for sc in scenarios:
+        pgb = by_key.get((sc["id"], "pgbouncer")) or {}
+        m, own = pgb.get("machine_cpu_us_per_tx"), pgb.get("pooler_cpu_s_per_10k_tx")
+        if floor_us is None or m is None or own is None or sc["kind"] == "churn":
+            continue
+        own_us = own * 100
+        bounds.append(
+            {
+                "scenario": sc["id"],
+                "clients": sc["clients"],
+                "machine_cpu_us_per_tx": m,
+                "pgbouncer_cpu_us_per_tx": round(own_us, 1),
+                "floor_cpu_us_per_tx": floor_us,
+                "max_tps_over_pgbouncer": round(m / (m - own_us + floor_us), 3) if m - own_us + floor_us > 0 else None,
+                "max_tps_over_pgbouncer_zero_cost": round(m / (m - own_us), 3) if m > own_us else None,
+            }
+        )
+
     pooler_failures = [c for c in cells if c["target"] in POOLERS and c["rounds_failed"]]
     unexpected_direct = [c for c in cells if c["target"] == "direct" and c["rounds_failed"] and not c["failure_expected"]]
-    return cells, by_key, ratios, latency, pooler_failures, unexpected_direct
+    return cells, by_key, ratios, latency, pooler_failures, unexpected_direct, floor, bounds
 
 
 # ------------------------------------------------------------------ markdown
@@ -230,7 +282,7 @@ def label(sc):
     return sc["flags"]
 
 
-def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, pooler_failures, unexpected_direct):
+def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, pooler_failures, unexpected_direct, floor, bounds):
     out = []
     p = out.append
     rounds, duration, idle_n = meta.get("rounds"), meta.get("duration"), meta.get("idle_n")
@@ -247,7 +299,7 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
       f"server connections; client authentication trust on all three targets")
     p(f"- pools: {meta.get('pool_size')} server connections (pgtide pool.max_size, PgBouncer default_pool_size), "
       f"transaction mode; pgbench -n -T {duration} -j {meta.get('threads')} (-j 1 at 1 client), scale 1, "
-      f"targets interleaved (direct, pgbouncer, pgtide) within each round")
+      f"targets interleaved (direct, pgbouncer, pgtide, then the floor relay where it is measured) within each round")
     p(f"- pgtide settings: {meta.get('pgtide_sets')}")
     if meta.get("workers"):
         p(f"- pgtide workers (pgtide.workers): {meta.get('workers')}")
@@ -267,7 +319,7 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
         rat = {r["scenario"]: r for r in ratios}
         for sc in scenarios:
             row = []
-            for t in TARGETS:
+            for t in TARGETS[:3]:
                 c = by_key.get((sc["id"], t))
                 if c is None:
                     row.append("see below" if (sc["kind"] == "prepared" and t == "pgbouncer" and prepared) else "n/a")
@@ -278,7 +330,7 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
                     if c["rounds_failed"]:
                         v += f" ({c['rounds_failed']} rounds failed)"
                     row.append(v)
-            if not any(by_key.get((sc["id"], t)) for t in TARGETS):
+            if not any(by_key.get((sc["id"], t)) for t in TARGETS[:3]):
                 continue
             r = rat.get(sc["id"], {})
             name = label(sc) + (" (latency run)" if sc["kind"] == "latency" else "")
@@ -325,6 +377,59 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
                   + "; ".join(parts) + ".")
                 p("")
 
+    # Machine CPU.
+    if any(c.get("machine_cpu_us_per_tx") is not None for c in cells):
+        p("## Machine CPU per transaction (every process, µs; busy time in /proc/stat)")
+        p("")
+        p("On a machine where pgbench, PostgreSQL and the pooler share the cores, throughput follows this figure.")
+        p("")
+        p("| scenario | clients | direct | pgbouncer | pgtide | floor |")
+        p("|---|---:|---:|---:|---:|---:|")
+        for sc in scenarios:
+            vals = [(by_key.get((sc["id"], t)) or {}).get("machine_cpu_us_per_tx") for t in TARGETS]
+            if all(v is None for v in vals):
+                continue
+            name = label(sc) + {"churn": " (a connection per transaction)", "latency": " (latency run)"}.get(sc["kind"], "")
+            p(f"| {name} | {sc['clients']} | " + " | ".join(f"{v:,.1f}" if v is not None else "n/a" for v in vals) + " |")
+        p("")
+
+    # The floor.
+    if floor:
+        p("## The floor: one hop through a 1:1 relay (benches/relay_floor.rs)")
+        p("")
+        p("The cheapest proxy this kernel allows (one thread, epoll, bytes copied through unread, a server "
+          "connection per client), measured where pooling changes nothing. Its cost is what any pooler pays for "
+          "the extra hop.")
+        p("")
+        p("| scenario | clients | direct tps | floor tps | floor/direct | pgbouncer/direct | pgtide/direct | "
+          "floor CPU µs/tx | pgbouncer CPU µs/tx | pgtide CPU µs/tx | floor/pgbouncer CPU | pgtide/floor CPU |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        f1 = lambda v: f"{v:.1f}" if v is not None else "n/a"
+        for x in floor:
+            sc = next(s for s in scenarios if s["id"] == x["scenario"])
+            name = label(sc) + (" (latency run)" if sc["kind"] == "latency" else "")
+            od, cu = x["over_direct"], x["cpu_us_per_tx"]
+            p(f"| {name} | {x['clients']} | {fmt_tps(x['median_tps']['direct'])} | {fmt_tps(x['median_tps']['floor'])} | "
+              f"{fmt_ratio(od['floor'])} | {fmt_ratio(od['pgbouncer'])} | {fmt_ratio(od['pgtide'])} | "
+              f"{f1(cu['floor'])} | {f1(cu['pgbouncer'])} | {f1(cu['pgtide'])} | "
+              f"{fmt_ratio(x['floor_cpu_over_pgbouncer'])} | {fmt_ratio(x['pgtide_cpu_over_floor'])} |")
+        p("")
+    if bounds:
+        p("What the floor allows where pooling matters: with M the machine CPU per transaction in PgBouncer's cell, "
+          "P PgBouncer's own and F the floor relay's (median of the floor cells), a pooler that cost only F would "
+          "reach at most M / (M − P + F) × PgBouncer's tps while the machine is CPU-bound (a pooler that cost "
+          "nothing: M / (M − P)). Arithmetic on the figures above, not a measurement.")
+        p("")
+        p("| scenario | clients | M µs/tx | P µs/tx | F µs/tx | max tps / PgBouncer at F | at zero cost |")
+        p("|---|---:|---:|---:|---:|---:|---:|")
+        for b in bounds:
+            sc = next(s for s in scenarios if s["id"] == b["scenario"])
+            name = label(sc) + (" (latency run)" if sc["kind"] == "latency" else "")
+            p(f"| {name} | {b['clients']} | {b['machine_cpu_us_per_tx']:.1f} | {b['pgbouncer_cpu_us_per_tx']:.1f} | "
+              f"{b['floor_cpu_us_per_tx']:.1f} | {fmt_ratio(b['max_tps_over_pgbouncer'])} | "
+              f"{fmt_ratio(b['max_tps_over_pgbouncer_zero_cost'])} |")
+        p("")
+
     # Latency.
     if latency and latency["median_us"]:
         sc = next(s for s in scenarios if s["id"] == latency["scenario"])
@@ -339,7 +444,7 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
                 p(f"| {t} | " + " | ".join(fmt_us(v[k], k) for k in LAT_KEYS) + f" | {fmt_tps(c['median_tps'])} |")
             elif c:
                 p(f"| {t} | {c['verdict']} | | | | | |")
-        for t in POOLERS:
+        for t in PROXIES:
             a = latency["added_us"].get(f"{t}_minus_direct")
             if a:
                 p(f"| {t} − direct (added) | " + " | ".join(fmt_us(a[k], k, "+") for k in LAT_KEYS) + " | |")
@@ -404,8 +509,8 @@ def markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, po
 
 def report_main(args):
     meta, scenarios, runs, idle, prepared = load(args.workdir)
-    cells, by_key, ratios, latency, pooler_failures, unexpected_direct = build(meta, scenarios, runs, idle, prepared)
-    md = markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, pooler_failures, unexpected_direct)
+    cells, by_key, ratios, latency, pooler_failures, unexpected_direct, floor, bounds = build(meta, scenarios, runs, idle, prepared)
+    md = markdown(meta, scenarios, cells, by_key, ratios, latency, idle, prepared, pooler_failures, unexpected_direct, floor, bounds)
     with open(args.md, "w") as f:
         f.write(md)
     if args.json:
@@ -448,6 +553,14 @@ def report_main(args):
             "cells": cells,
             "ratios": ratios,
             "latency": latency,
+            "floor": {
+                "what": meta.get("floor") or None,
+                "cells": floor,
+                "bounds": bounds,
+                "bound_note": "max_tps_over_pgbouncer = M / (M - P + F): M the machine's CPU per transaction in "
+                "PgBouncer's cell, P PgBouncer's own CPU per transaction, F the floor relay's median CPU per "
+                "transaction; valid while the machine is CPU-bound",
+            },
             "pgbouncer_prepared": prepared,
             "idle_memory": idle,
             "pooler_cells_failed": [f"{c['target']} {c['scenario']}" for c in pooler_failures],

@@ -15,7 +15,7 @@ use std::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -296,19 +296,19 @@ impl Pool {
             }
         };
         let acquired_at = if waited { Instant::now() } else { start };
-        Ok(self.check_out(conn, permit, start, acquired_at))
+        Ok(self.check_out(conn, permit, acquired_at - start, acquired_at))
     }
 
-    /// Hands out `conn` under `permit`, recording the wait (`start` to `acquired_at`) and the
-    /// start of the hold time: the one place both acquire paths count a checkout.
+    /// Hands out `conn` under `permit`, recording the wait and the start of the hold time: the
+    /// one place both acquire paths count a checkout.
     fn check_out(
         self: &Arc<Self>,
         conn: Box<ServerConn>,
         permit: OwnedSemaphorePermit,
-        start: Instant,
+        waited: Duration,
         acquired_at: Instant,
     ) -> Checkout {
-        self.stats.record_acquire(acquired_at - start);
+        self.stats.record_acquire(waited);
         self.stats.active.fetch_add(1, Relaxed);
         Checkout {
             conn: Some(conn),
@@ -329,7 +329,7 @@ impl Pool {
             self.return_permit(permit);
             return None;
         };
-        Some(self.check_out(conn, permit, now, now))
+        Some(self.check_out(conn, permit, Duration::ZERO, now))
     }
 
     /// Queued part of [`Pool::acquire`]: keeps its FIFO place until a permit comes, the

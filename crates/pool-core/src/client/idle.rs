@@ -2,7 +2,7 @@
 //! it is kept small (`benches/compare.sh` measures the memory per idle client).
 //!
 //! On plain TCP the wait is a readiness poll of the socket (the waker lives in tokio's socket
-//! registration, not in this future), a shutdown watch, and one boxed timer: the
+//! registration, not in this future), the session's shutdown watcher, and one boxed timer: the
 //! `client_idle_timeout` when it is on, else the session's reusable park timer. TLS clients,
 //! whose records must be read to know whether a message arrived, wait in a read instead.
 
@@ -12,7 +12,6 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::server::buffers::READ_CHUNK;
@@ -35,15 +34,13 @@ pub(super) enum Woke {
 
 /// Waits until `client` sends bytes (appended to `buf`, which holds no allocation until then),
 /// leaves, `timer` fires (answered with the `Woke` paired with it: the client idle timeout, or
-/// the moment to park the session), or `shutdown` changes.
+/// the moment to park the session), or `changed` resolves (pgtide is shutting down).
 pub(super) async fn wait_idle(
     client: &mut Stream,
     buf: &mut BytesMut,
-    shutdown: &mut watch::Receiver<bool>,
+    mut changed: Pin<&mut (dyn Future<Output = ()> + Send)>,
     mut timer: Option<(&mut Pin<Box<Sleep>>, Woke)>,
 ) -> Woke {
-    let changed = shutdown.changed();
-    tokio::pin!(changed);
     loop {
         let woke = match &mut *client {
             Stream::Plain(s) => {
@@ -65,7 +62,7 @@ pub(super) async fn wait_idle(
             }
             // Boxed: TLS clients are few and heavy anyway; their wait stays out of every plain
             // client's task.
-            tls => return Box::pin(wait_tls(tls, buf, timer, changed)).await,
+            tls => return Box::pin(wait_tls(tls, buf, timer, changed.as_mut())).await,
         };
         if let Some(woke) = woke {
             return woke;
@@ -86,7 +83,7 @@ async fn wait_tls(
     tls: &mut Stream,
     buf: &mut BytesMut,
     timer: Option<(&mut Pin<Box<Sleep>>, Woke)>,
-    changed: Pin<&mut impl Future<Output = Result<(), watch::error::RecvError>>>,
+    changed: Pin<&mut (dyn Future<Output = ()> + Send)>,
 ) -> Woke {
     let (mut sleep, on_timer) = match timer {
         Some((t, woke)) => (Some(t), woke),

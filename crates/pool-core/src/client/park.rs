@@ -9,9 +9,10 @@
 //! `57P01` as any idle session does.
 //!
 //! A session parks right after login (pools open connections long before they use them),
-//! unless its first query is already there, and after `PARK_AFTER` without a message. Busy
-//! clients never park: the transaction path pays one timer reset per idle wait (and one
-//! needless wake-up of the task when a transaction outlasts the park deadline). Sessions with
+//! unless its first query is already there, and once a full `PARK_AFTER` period of its park
+//! timer passed without a message (so after 1 to 2 periods of quiet). Busy clients never park
+//! and pay nothing per transaction for it: the timer is re-armed once per period, not per
+//! message (at most one needless wake-up of the task per period). Sessions with
 //! `client_idle_timeout` on, and TLS sessions, are not parked. A parked session sees settings
 //! changed by a reload when its client next speaks: turning `client_idle_timeout` on does not
 //! disconnect clients that are parked until they send something.
@@ -26,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use super::session::{Next, Session};
 use crate::pool::lock;
 
-/// How long a client must stay quiet, after its last message, before its session is parked.
+/// The park timer's period: a client quiet for a whole period (between one and two periods
+/// after its last message) is parked.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Where idle sessions go; every session keeps a handle.
@@ -55,8 +57,11 @@ impl Parking {
 /// Serves a session in the current task until it ends or parks.
 pub(super) async fn drive(mut session: Box<Session>) {
     if session.run().await == Next::Park {
-        // A parked session keeps no timer; a new one is made when it is next in a task.
+        // A parked session keeps no timer or shutdown watcher (they hold this task's waker);
+        // new ones are made when it is next in a task.
         session.park_timer = None;
+        session.shutdown_wait = None;
+        session.spoke = false;
         let parking = session.parking.clone();
         parking.park(session);
     }

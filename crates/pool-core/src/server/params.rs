@@ -131,6 +131,11 @@ impl ParamSet {
 impl ParamSet {
     /// [`ParamSet::sync_query`] for two sets over the same base.
     fn sync_overrides(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
+        if wanted.own == server.own {
+            // The usual case once a client's settings were applied to this server (or the
+            // client changed none): a few byte compares instead of a lookup per name.
+            return None;
+        }
         let names = wanted.own.iter().map(|(n, _)| n.as_str()).chain(
             server
                 .own
