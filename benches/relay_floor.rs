@@ -4,7 +4,7 @@
 //! It exists to measure the floor under every pooler target in issue #7: whatever a real pooler
 //! (pgtide, PgBouncer) spends per transaction beyond this relay is its own logic; what the relay
 //! spends is the kernel's price of one extra hop (two `read`s, two `write`s and the wake-ups on
-//! loopback). `benches/floor.sh` runs it beside direct, PgBouncer and pgtide; the reading is in
+//! loopback). `benches/compare.sh` runs it beside direct, PgBouncer and pgtide; the reading is in
 //! docs/benchmarks.md.
 //!
 //! Not a pooler: no pooling, no protocol, no TLS, no limits. Usage:

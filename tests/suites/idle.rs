@@ -15,8 +15,9 @@ fn cluster() -> Cluster {
     app_cluster(Auth::ScramSha256)
 }
 
-/// Longer than pgtide's park delay (1 s), so the session has been parked.
-const PARKED: Duration = Duration::from_millis(1500);
+/// Longer than two of pgtide's park periods (1 s each): a session parks once a whole period
+/// passed without a message, so after 1 to 2 s of quiet.
+const PARKED: Duration = Duration::from_millis(2500);
 
 /// A woken session answers well within this.
 const WAKE: Duration = Duration::from_secs(5);

@@ -271,9 +271,6 @@ async fn login(
         slow: None,
         prepared: None,
         parking: entry.parking,
-        park_timer: None,
-        spoke: false,
-        shutdown_wait: None,
         // Pools open connections long before they use them: park at once.
         park_now: true,
         _slot: entry.slot,

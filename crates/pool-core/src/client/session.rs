@@ -128,13 +128,46 @@ enum Unbind {
     },
 }
 
-/// What a session's task does when [`Session::run`] returns.
+/// What a session's task does when [`Session::run_parkable`] or [`Session::run_unparkable`]
+/// returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// The session is over.
     Done,
     /// The client is idle: park the session (`client/park.rs`) until it sends something.
     Park,
+    /// Whether the session can park changed (a reload turned `client_idle_timeout` on or off):
+    /// run it the other way ([`Session::run_parkable`], [`Session::run_unparkable`]).
+    Switch,
+}
+
+/// What a session waits on between transactions besides its client, for as long as it stays
+/// in one task: kept between idle waits so that a wait registers nothing new, and dropped with
+/// the task (they hold its waker) when the session parks.
+#[derive(Default)]
+pub(super) struct TaskWaits {
+    /// Fires every [`PARK_AFTER`]; when it fires and no message came since it was armed, the
+    /// session parks. Armed once per period rather than per transaction: no clock read or
+    /// timer move on the hot path.
+    park_timer: Option<Pin<Box<Sleep>>>,
+    /// A message arrived since the park timer was last armed.
+    spoke: bool,
+    /// Resolves when pgtide starts shutting down.
+    shutdown: Option<ShutdownWait>,
+}
+
+/// What the idle part of the session loop hands on.
+enum Idle {
+    /// Client bytes that need a server.
+    Work {
+        cbuf: BytesMut,
+        progress: Progress,
+        track: Option<usize>,
+    },
+    /// Nothing for a server yet (or the park period was re-armed): wait again.
+    Again,
+    /// Stop running, for this reason.
+    Stop(Next),
 }
 
 /// One client's session after login.
@@ -163,15 +196,6 @@ pub struct Session {
     pub(super) prepared: Option<Box<ClientStatements>>,
     /// Where the session goes while its client is quiet.
     pub(super) parking: Parking,
-    /// Fires every [`PARK_AFTER`] while the session is in a task; when it fires and no message
-    /// came since it was armed, the session parks. Armed once per period rather than per
-    /// transaction (no clock read or timer move on the hot path); dropped while parked.
-    pub(super) park_timer: Option<Pin<Box<Sleep>>>,
-    /// A message arrived since the park timer was last armed.
-    pub(super) spoke: bool,
-    /// Resolves when pgtide starts shutting down. Kept between idle waits, so that each wait
-    /// does not register (and unregister) a fresh watcher; dropped while parked.
-    pub(super) shutdown_wait: Option<ShutdownWait>,
     /// Park at the next idle point without waiting (set at login).
     pub(super) park_now: bool,
     /// This client counted in `Shared::clients` until the session is dropped.
@@ -189,117 +213,161 @@ struct Tracking<'a> {
 }
 
 impl Session {
-    /// Runs until the client leaves or the session has to end ([`Next::Done`]), or until the
-    /// client has been quiet long enough to park the session ([`Next::Park`]).
-    pub(super) async fn run(&mut self) -> Next {
+    /// Whether this session parks when its client is quiet: plain TCP sessions without an idle
+    /// timeout of their own (current settings).
+    pub(super) fn parkable(&self) -> bool {
+        self.settings.client_idle_timeout.non_zero().is_none() && !self.client.is_tls()
+    }
+
+    /// Runs a session that parks when quiet until it ends ([`Next::Done`]), parks
+    /// ([`Next::Park`]) or can no longer park ([`Next::Switch`]). Each transaction runs inline:
+    /// such a session is in a task only while it is busy, and a box per transaction cost a
+    /// 1.3 KB malloc and free. The caller boxes this future once per stay in a task.
+    pub(super) async fn run_parkable(&mut self, waits: &mut TaskWaits) -> Next {
         loop {
-            // Idle: no server, no buffers.
-            let mut cbuf = BytesMut::new();
-            let mut progress = Progress::new();
-            self.refresh_settings();
-            let idle_limit = self.settings.client_idle_timeout.non_zero();
-            // Parking is for plain TCP sessions without an idle timeout of their own.
-            let parkable = idle_limit.is_none() && !self.client.is_tls();
-            // A client whose first query is already here is served at once instead of taking a
-            // trip through the hub (connect-per-transaction clients).
-            if parkable && std::mem::take(&mut self.park_now) && !self.client_has_bytes() {
-                return Next::Park;
-            }
-            let mut idle_timer;
-            let timer = match idle_limit {
-                Some(limit) => {
-                    idle_timer = Box::pin(tokio::time::sleep(limit));
-                    Some((&mut idle_timer, Woke::IdleTimeout))
-                }
-                None if parkable => {
-                    let t = self
-                        .park_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
-                    Some((t, Woke::Park))
-                }
-                None => None,
-            };
-            let shutdown = &self.shutdown;
-            let shutdown = self
-                .shutdown_wait
-                .get_or_insert_with(|| shutdown_wait(shutdown));
-            match wait_idle(&mut self.client, &mut cbuf, shutdown.as_mut(), timer).await {
-                Woke::Bytes => self.spoke = true,
-                Woke::Gone => return Next::Done,
-                Woke::Park if std::mem::take(&mut self.spoke) => {
-                    // Served during the period that just ended: quiet for less than
-                    // PARK_AFTER. Arm the next period.
-                    if let Some(t) = self.park_timer.as_mut() {
-                        t.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
-                    }
-                    continue;
-                }
-                Woke::Park => return Next::Park,
-                Woke::IdleTimeout => {
-                    let limit = idle_limit.unwrap_or_default();
-                    Box::pin(self.idle_timeout(limit)).await;
-                    return Next::Done;
-                }
-                Woke::Shutdown => {
-                    Box::pin(fatal(
-                        &mut self.client,
-                        SqlState::ADMIN_SHUTDOWN,
-                        "pgtide is shutting down",
-                        Some("Reconnect to another pgtide instance or retry shortly."),
-                    ))
-                    .await;
-                    return Next::Done;
-                }
-            }
-            // Limits changed live (a reload while this client was idle) apply to the
-            // transaction that starts now.
-            self.refresh_settings();
-            let settings = &self.settings;
-            // Named statements are tracked where a client can change servers between
-            // transactions.
-            let track = (self.mode != PoolMode::Session && settings.max_prepared_statements > 0)
-                .then_some(settings.max_prepared_statements as usize);
-            match settings.slow_query_threshold.non_zero() {
-                Some(threshold) => {
-                    let (chars, redact) = self.slow_format;
-                    self.slow
-                        .get_or_insert_with(|| {
-                            Box::new(SlowLog::new(threshold, chars as usize, redact))
-                        })
-                        .threshold = threshold;
-                }
-                None => self.slow = None,
-            }
-            if let Some(slow) = &mut self.slow {
-                slow.transaction_starts(Instant::now());
-            }
-            if track.is_some() {
-                // Scanned after rewriting, once bound; a lone Terminate needs no server.
-                if cbuf.first() == Some(&tag::frontend::TERMINATE) {
-                    return Next::Done;
-                }
-            } else {
-                match self.scan_client(&cbuf, &mut progress) {
-                    Ok(send) => cbuf.truncate(send),
-                    Err(e) => {
-                        Box::pin(self.protocol_violation(e)).await;
+            match self.idle(true, waits).await {
+                Idle::Work {
+                    cbuf,
+                    mut progress,
+                    track,
+                } => {
+                    if !self.transaction(cbuf, &mut progress, track).await {
                         return Next::Done;
                     }
                 }
-                if cbuf.is_empty() {
-                    // Only Terminate (or nothing complete yet that needs a server).
-                    if progress.terminated {
+                Idle::Again => {}
+                Idle::Stop(next) => return next,
+            }
+        }
+    }
+
+    /// Runs a session that never parks (TLS, or `client_idle_timeout` on), which stays in its
+    /// task while idle: each transaction is boxed, so that the idle task holds only the wait.
+    pub(super) async fn run_unparkable(&mut self, waits: &mut TaskWaits) -> Next {
+        loop {
+            match self.idle(false, waits).await {
+                Idle::Work {
+                    cbuf,
+                    mut progress,
+                    track,
+                } => {
+                    if !Box::pin(self.transaction(cbuf, &mut progress, track)).await {
                         return Next::Done;
                     }
-                    continue;
+                }
+                Idle::Again => {}
+                Idle::Stop(next) => return next,
+            }
+        }
+    }
+
+    /// The idle part of the session loop: waits for the client's next bytes (no server, no
+    /// buffers) and prepares them for a transaction.
+    async fn idle(&mut self, parking: bool, waits: &mut TaskWaits) -> Idle {
+        let mut cbuf = BytesMut::new();
+        let mut progress = Progress::new();
+        self.refresh_settings();
+        let idle_limit = self.settings.client_idle_timeout.non_zero();
+        if self.parkable() != parking {
+            return Idle::Stop(Next::Switch);
+        }
+        // A client whose first query is already here is served at once instead of taking a
+        // trip through the hub (connect-per-transaction clients).
+        if parking && std::mem::take(&mut self.park_now) && !self.client_has_bytes() {
+            return Idle::Stop(Next::Park);
+        }
+        let mut idle_timer;
+        let timer = match idle_limit {
+            Some(limit) => {
+                idle_timer = Box::pin(tokio::time::sleep(limit));
+                Some((&mut idle_timer, Woke::IdleTimeout))
+            }
+            None if parking => {
+                let t = waits
+                    .park_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
+                Some((t, Woke::Park))
+            }
+            None => None,
+        };
+        let shutdown = &self.shutdown;
+        let shutdown = waits
+            .shutdown
+            .get_or_insert_with(|| shutdown_wait(shutdown));
+        match wait_idle(&mut self.client, &mut cbuf, shutdown.as_mut(), timer).await {
+            Woke::Bytes => waits.spoke = true,
+            Woke::Gone => return Idle::Stop(Next::Done),
+            Woke::Park if std::mem::take(&mut waits.spoke) => {
+                // Served during the period that just ended: quiet for less than PARK_AFTER.
+                // Arm the next period.
+                if let Some(t) = waits.park_timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                }
+                return Idle::Again;
+            }
+            Woke::Park => return Idle::Stop(Next::Park),
+            Woke::IdleTimeout => {
+                let limit = idle_limit.unwrap_or_default();
+                Box::pin(self.idle_timeout(limit)).await;
+                return Idle::Stop(Next::Done);
+            }
+            Woke::Shutdown => {
+                Box::pin(fatal(
+                    &mut self.client,
+                    SqlState::ADMIN_SHUTDOWN,
+                    "pgtide is shutting down",
+                    Some("Reconnect to another pgtide instance or retry shortly."),
+                ))
+                .await;
+                return Idle::Stop(Next::Done);
+            }
+        }
+        // Limits changed live (a reload while this client was idle) apply to the transaction
+        // that starts now.
+        self.refresh_settings();
+        let settings = &self.settings;
+        // Named statements are tracked where a client can change servers between transactions.
+        let track = (self.mode != PoolMode::Session && settings.max_prepared_statements > 0)
+            .then_some(settings.max_prepared_statements as usize);
+        match settings.slow_query_threshold.non_zero() {
+            Some(threshold) => {
+                let (chars, redact) = self.slow_format;
+                self.slow
+                    .get_or_insert_with(|| {
+                        Box::new(SlowLog::new(threshold, chars as usize, redact))
+                    })
+                    .threshold = threshold;
+            }
+            None => self.slow = None,
+        }
+        if let Some(slow) = &mut self.slow {
+            slow.transaction_starts(Instant::now());
+        }
+        if track.is_some() {
+            // Scanned after rewriting, once bound; a lone Terminate needs no server.
+            if cbuf.first() == Some(&tag::frontend::TERMINATE) {
+                return Idle::Stop(Next::Done);
+            }
+        } else {
+            match self.scan_client(&cbuf, &mut progress) {
+                Ok(send) => cbuf.truncate(send),
+                Err(e) => {
+                    Box::pin(self.protocol_violation(e)).await;
+                    return Idle::Stop(Next::Done);
                 }
             }
-            // Not boxed: a session that is quiet for PARK_AFTER leaves its task (parks), so the
-            // transaction's state in the task's future costs memory only for clients that are
-            // busy, and a box here cost a malloc and free of 1.3 KB per transaction.
-            if !self.transaction(cbuf, &mut progress, track).await {
-                return Next::Done;
+            if cbuf.is_empty() {
+                // Only Terminate (or nothing complete yet that needs a server).
+                if progress.terminated {
+                    return Idle::Stop(Next::Done);
+                }
+                return Idle::Again;
             }
+        }
+        Idle::Work {
+            cbuf,
+            progress,
+            track,
         }
     }
 
@@ -312,7 +380,7 @@ impl Session {
         track: Option<usize>,
     ) -> bool {
         // A warm server at hand needs no future; waiting (or opening a server) is boxed so
-        // this per-transaction future stays small.
+        // this future, which is part of every busy session's task, stays small.
         let acquired = match self.pool.try_acquire() {
             Some(c) => Ok(c),
             None => Box::pin(self.pool.acquire()).await,
@@ -333,7 +401,7 @@ impl Session {
         let server = checkout.conn();
         self.cancel.slot.set(Some((server.addr, server.cancel_key)));
         // The settings check is synchronous; only a needed `SET` round trip is awaited (boxed,
-        // as the rare paths below: this future is allocated per transaction).
+        // as the rare paths below, to keep this future small).
         let synced = match ParamSet::sync_query(&self.params, &server.params) {
             None => Ok(()),
             Some(sql) => Box::pin(self.sync_params(server, sql)).await,
@@ -380,7 +448,7 @@ impl Session {
 
     /// Picks up the pool's settings when they changed since this session last read them (one
     /// atomic load when they did not).
-    fn refresh_settings(&mut self) {
+    pub(super) fn refresh_settings(&mut self) {
         if let Some((settings, version)) = self.pool.settings_since(self.settings_seen) {
             self.settings = settings;
             self.settings_seen = version;

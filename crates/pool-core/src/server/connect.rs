@@ -214,7 +214,8 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         params: server_params,
         created: now,
         idle_since: now,
-        retire_at: t.max_lifetime.map(|l| now + jitter(l)),
+        // A lifetime too long to represent means never retire (no overflow panic).
+        retire_at: t.max_lifetime.and_then(|l| now.checked_add(jitter(l))),
         statements: Default::default(),
         buffers: Default::default(),
     })
