@@ -8,8 +8,9 @@
 //!   transaction cost that matters at high transaction rates.
 //! - `startup/*`: [`parse_startup`] of a libpq-like StartupMessage.
 //! - `scram/*`: SCRAM-SHA-256 as the pooler's server side runs it (secret given, both client
-//!   messages precomputed), and a full exchange with [`ScramClient`] (which pays PBKDF2 with
-//!   4096 iterations, as every client does per login).
+//!   messages precomputed), a full exchange with [`ScramClient`] (which pays PBKDF2 with
+//!   4096 iterations, as every client does per login), and the same exchange with the keys an
+//!   earlier one derived (what pgtide's own server connects pay once a pool kept them).
 //!
 //! Kept short (a few seconds per benchmark, small samples): `cargo bench -p pgtide-benches`
 //! takes about a minute. Results and their reading: docs/benchmarks.md.
@@ -301,6 +302,21 @@ fn bench_scram(c: &mut Criterion) {
             let fin = client.handle_server_first(&first).expect("server-first");
             let done = server.handle_client_final(&fin).expect("proof");
             client.verify_server_final(&done).expect("server-final");
+        })
+    });
+    // What pgtide's server connects pay once a pool kept the keys of its first exchange.
+    let kept = client.keys().cloned();
+    g.bench_function("full_exchange_with_kept_keys", |b| {
+        b.iter(|| {
+            let mut server = ScramServer::with_random_nonce(secret.clone());
+            let mut client = ScramClient::new("bench-password").with_keys(kept.clone());
+            let first = server
+                .handle_client_first(&client.client_first())
+                .expect("client-first");
+            let fin = client.handle_server_first(&first).expect("server-first");
+            let done = server.handle_client_final(&fin).expect("proof");
+            client.verify_server_final(&done).expect("server-final");
+            assert!(!client.derived_keys());
         })
     });
     g.finish();

@@ -259,6 +259,7 @@ impl Shared {
             connect_timeout: settings.connect_timeout.get(),
             max_lifetime: settings.max_lifetime.non_zero(),
             breaker: self.breaker_for(config, format!("{}:{}", db.host, db.port)),
+            scram_keys: Default::default(),
         })
     }
 }

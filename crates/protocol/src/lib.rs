@@ -96,7 +96,7 @@ pub use error::ProtocolError;
 pub use error_fields::{ErrorFields, Severity};
 pub use frame::{frame_header, take_frame, Frame, FrameHeader, Frames};
 pub use frontend::FrontendMessage;
-pub use scram::{ScramClient, ScramSecret, ScramServer};
+pub use scram::{ScramClient, ScramKeys, ScramSecret, ScramServer};
 pub use sqlstate::SqlState;
 pub use startup::{
     parse_startup, CancelKey, ProtocolVersion, StartupMessage, StartupPacket,

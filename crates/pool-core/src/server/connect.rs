@@ -9,13 +9,16 @@ use pgtide_config::Secret;
 use pgtide_protocol::frame::MAX_AUTH_MESSAGE_LEN;
 use pgtide_protocol::scram::SCRAM_SHA_256;
 use pgtide_protocol::startup::CancelKey;
-use pgtide_protocol::{backend, encode, md5, Authentication, BackendMessage, ScramClient};
+use pgtide_protocol::{
+    backend, encode, md5, Authentication, BackendMessage, ScramClient, ScramKeys,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{lookup_host, TcpStream};
 
 use super::{ParamSet, ServerConn};
 use crate::error::ServerError;
 use crate::io::{read_frame, ReadFrameError};
+use crate::pool::lock;
 use crate::stream::Stream;
 use crate::tls::ServerTlsSetup;
 
@@ -43,6 +46,10 @@ pub struct ServerTarget {
     pub max_lifetime: Option<Duration>,
     /// The circuit breaker of `host:port`, shared by every pool that connects there.
     pub breaker: std::sync::Arc<crate::breaker::Breaker>,
+    /// SCRAM keys derived from `password` by an earlier connect, reused while the server's salt
+    /// and iteration count stay the same: deriving them (PBKDF2, about 1 ms) would otherwise
+    /// stall the runtime thread at every connect. A new target (a reload) starts empty.
+    pub scram_keys: std::sync::Arc<std::sync::Mutex<Option<ScramKeys>>>,
 }
 
 impl ServerTarget {
@@ -153,7 +160,8 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
                             method: format!("SASL {}", mechanisms.join(",")),
                         });
                     }
-                    let client = ScramClient::new(password()?);
+                    let kept = lock(&t.scram_keys).clone();
+                    let client = ScramClient::new(password()?).with_keys(kept);
                     encode::sasl_initial_response(&mut out, SCRAM_SHA_256, &client.client_first());
                     scram = Some(client);
                 }
@@ -169,6 +177,10 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
                     client
                         .verify_server_final(data)
                         .map_err(|source| ServerError::Protocol { addr, source })?;
+                    if client.derived_keys() {
+                        // Kept only once the server proved it knows the same secret.
+                        *lock(&t.scram_keys) = client.keys().cloned();
+                    }
                     continue;
                 }
                 Authentication::Unsupported { code } => {

@@ -17,7 +17,7 @@ pub mod client;
 pub mod secret;
 pub mod server;
 
-pub use client::ScramClient;
+pub use client::{ScramClient, ScramKeys};
 pub use secret::ScramSecret;
 pub use server::ScramServer;
 
