@@ -48,7 +48,9 @@ pub struct ServerTarget {
     pub breaker: std::sync::Arc<crate::breaker::Breaker>,
     /// SCRAM keys derived from `password` by an earlier connect, reused while the server's salt
     /// and iteration count stay the same: deriving them (PBKDF2, about 1 ms) would otherwise
-    /// stall the runtime thread at every connect. A new target (a reload) starts empty.
+    /// stall the runtime thread at every connect. Tied to `password`: a target is never given
+    /// another password (a reload builds a new target, with an empty cache), and a refused
+    /// login clears it.
     pub scram_keys: std::sync::Arc<std::sync::Mutex<Option<ScramKeys>>>,
 }
 
@@ -200,10 +202,14 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
             }
             BackendMessage::ReadyForQuery(_) => break,
             BackendMessage::ErrorResponse(fields) => {
+                if scram.is_some() {
+                    // Refused during or after SCRAM: keep no keys that might have led here.
+                    *lock(&t.scram_keys) = None;
+                }
                 return Err(ServerError::Refused {
                     addr,
                     fields: Box::new(fields),
-                })
+                });
             }
             _ => continue,
         }

@@ -24,6 +24,12 @@ use crate::error::ProtocolError;
 /// Random bytes in a client nonce (libpq's `SCRAM_RAW_NONCE_LEN`), base64-encoded.
 const CLIENT_NONCE_LEN: usize = 18;
 
+/// The most PBKDF2 rounds a server may ask for. The derivation runs on the runtime thread, so a
+/// hostile server (or anyone between pgtide and an unverified server) could otherwise stall it
+/// for minutes with `i=4294967295`. 100,000 (about 25 ms) is the cap postgres-protocol and
+/// pgjdbc apply; PostgreSQL's default is 4096.
+pub const MAX_ITERATIONS: u32 = 100_000;
+
 /// The keys SCRAM derives from a password for one salt and iteration count.
 ///
 /// They stand for the password (whoever has them can log in as the user), so keep them only
@@ -116,12 +122,10 @@ impl ScramClient {
         )
     }
 
-    /// [`ScramClient::new`] with a given client nonce (printable ASCII except `,`), e.g. to
-    /// reproduce a published exchange.
-    ///
-    /// # Errors
-    /// [`ProtocolError::Scram`] if `nonce` has characters a nonce may not contain.
-    pub fn with_nonce_str(
+    /// [`ScramClient::new`] with a given client nonce (printable ASCII except `,`), to
+    /// reproduce a published exchange in tests; never for real connections.
+    #[cfg(test)]
+    fn with_nonce_str(
         password: impl AsRef<[u8]>,
         nonce: &str,
     ) -> Result<ScramClient, ProtocolError> {
@@ -242,7 +246,8 @@ impl ScramClient {
         let text = std::str::from_utf8(message).unwrap_or_default();
         let first = text.split(',').next();
         if let Some(error) = attribute(first, 'e') {
-            let reason = format!("the server reported an error: {error}");
+            // Escaped: the text comes from the server and ends up in logs.
+            let reason = format!("the server reported an error: {}", error.escape_debug());
             return Err(self.fail(&reason));
         }
         let verified = attribute(first, 'v')
@@ -292,13 +297,18 @@ fn random_nonce() -> String {
     b64_encode(&raw)
 }
 
-/// SASLprep (RFC 4013) of a UTF-8 password; a password that is not UTF-8, or that SASLprep
-/// refuses, is used as it is, which is what PostgreSQL does on both sides.
+/// SASLprep (RFC 4013) of a UTF-8 password; a password that is not UTF-8, that SASLprep
+/// refuses, or that it maps to nothing is used as it is, as PostgreSQL's `pg_saslprep` does.
+/// Known difference, shared with postgres-protocol: PostgreSQL checks for prohibited
+/// characters before normalising, the `stringprep` crate after, so a password such as
+/// `"a\u{0341}"` is normalised here and used raw by PostgreSQL (the login then fails).
 fn saslprep(password: &[u8]) -> Vec<u8> {
     match std::str::from_utf8(password) {
         Ok(text) => match stringprep::saslprep(text) {
-            Ok(prepped) => prepped.into_owned().into_bytes(),
-            Err(_) => password.to_vec(),
+            Ok(prepped) if !prepped.is_empty() || text.is_empty() => {
+                prepped.into_owned().into_bytes()
+            }
+            _ => password.to_vec(),
         },
         Err(_) => password.to_vec(),
     }
@@ -324,6 +334,9 @@ fn parse_server_first(message: &[u8]) -> Result<(String, Vec<u8>, u32), &'static
         .and_then(|i| i.parse::<u32>().ok())
         .filter(|&i| i > 0)
         .ok_or("server-first-message has no valid iteration count")?;
+    if iterations > MAX_ITERATIONS {
+        return Err("the server asks for more PBKDF2 iterations than pgtide allows (100000)");
+    }
     Ok((nonce.to_owned(), salt, iterations))
 }
 
@@ -463,19 +476,88 @@ mod tests {
         assert!(!c.is_done());
         // Failed exchanges stay failed.
         assert!(c.verify_server_final(b"v=AAAA").is_err());
-        for bad in [
-            &b"m=ext,r=x,s=c2FsdA==,i=1"[..],
-            b"r=NONCE",
-            b"s=c2FsdA==,i=1",
-            b"\xff\xfe",
+        for (bad, why) in [
+            (&b"m=ext,r=NONCEx,s=c2FsdA==,i=1"[..], "extension"),
+            (b"r=NONCE", "salt"),
+            (b"s=c2FsdA==,i=1", "nonce"),
+            (b"r=NONCEx,s=,i=1", "salt"),
+            (b"r=NONCEx,s=c2FsdA==,i=x", "iteration"),
+            (
+                b"r=NONCEx,s=c2FsdA==,i=100001",
+                "iterations than pgtide allows",
+            ),
+            (b"\xff\xfe", "UTF-8"),
         ] {
             let mut c = ScramClient::with_nonce_str("pw", "NONCE").unwrap();
-            assert!(c.handle_server_first(bad).is_err(), "{bad:?}");
+            let err = c.handle_server_first(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
+        let mut c = ScramClient::with_nonce_str("pw", "NONCE").unwrap();
+        assert!(c
+            .handle_server_first(b"r=NONCEx,s=c2FsdA==,i=100000")
+            .is_ok());
         let mut c = ScramClient::with_nonce_str("pw", "NONCE").unwrap();
         assert!(c.handle_server_first(b"r=NONCEx,s=c2FsdA==,i=0").is_err());
         let mut c = ScramClient::with_nonce_str("pw", "NONCE").unwrap();
         assert!(c.handle_server_first(b"r=NONCE,s=c2FsdA==,i=1").is_err());
+    }
+
+    #[test]
+    fn a_signature_off_by_one_bit_is_refused() {
+        let mut server = ScramServer::with_random_nonce(ScramSecret::from_password("pw"));
+        let mut c = ScramClient::new("pw");
+        let first = server.handle_client_first(&c.client_first()).unwrap();
+        let last = c.handle_server_first(&first).unwrap();
+        let done = String::from_utf8(server.handle_client_final(&last).unwrap()).unwrap();
+        let mut signature = b64_decode(done.strip_prefix("v=").unwrap()).unwrap();
+        signature[31] ^= 1;
+        let forged = format!("v={}", b64_encode(&signature));
+        assert!(c.verify_server_final(forged.as_bytes()).is_err());
+        assert!(c.keys().is_none());
+    }
+
+    #[test]
+    fn channel_binding_data_goes_into_the_proof() {
+        let mut c = ScramClient::new_plus("pw", vec![0xAB; 32]);
+        let nonce = String::from_utf8(c.client_first()).unwrap();
+        let nonce = nonce.rsplit("r=").next().unwrap().to_owned();
+        let last = c
+            .handle_server_first(format!("r={nonce}xyz,s=c2FsdA==,i=1").as_bytes())
+            .unwrap();
+        let mut expected = b"p=tls-server-end-point,,".to_vec();
+        expected.extend([0xAB; 32]);
+        let last = String::from_utf8(last).unwrap();
+        assert!(
+            last.starts_with(&format!("c={},r=", b64_encode(&expected))),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn kept_keys_need_the_same_iteration_count_too() {
+        let keys = ScramKeys::derive(b"pw", b"salt", 4096);
+        let mut c = ScramClient::with_nonce_str("pw", "NONCE")
+            .unwrap()
+            .with_keys(Some(keys.clone()));
+        c.handle_server_first(format!("r=NONCEx,s={},i=4097", b64_encode(b"salt")).as_bytes())
+            .unwrap();
+        assert!(c.derived_keys());
+        let mut c = ScramClient::with_nonce_str("pw", "NONCE")
+            .unwrap()
+            .with_keys(Some(keys));
+        c.handle_server_first(format!("r=NONCEx,s={},i=4096", b64_encode(b"salt")).as_bytes())
+            .unwrap();
+        assert!(!c.derived_keys());
+    }
+
+    #[test]
+    fn saslprep_falls_back_to_the_raw_password_as_postgres_does() {
+        assert_eq!(saslprep(b"pencil"), b"pencil");
+        assert_eq!(saslprep("a\u{00A0}b".as_bytes()), b"a b");
+        // Maps to nothing: PostgreSQL uses the raw bytes.
+        assert_eq!(saslprep("\u{00AD}".as_bytes()), "\u{00AD}".as_bytes());
+        assert_eq!(saslprep(b"\xff\xfe"), b"\xff\xfe");
+        assert_eq!(saslprep(b""), b"");
     }
 
     #[test]
@@ -494,5 +576,12 @@ mod tests {
         c.handle_server_first(&first).unwrap();
         let err = c.verify_server_final(b"e=invalid-proof").unwrap_err();
         assert!(err.to_string().contains("invalid-proof"), "{err}");
+        let mut c = ScramClient::new("pw");
+        let first = ScramServer::with_random_nonce(ScramSecret::from_password("pw"))
+            .handle_client_first(&c.client_first())
+            .unwrap();
+        c.handle_server_first(&first).unwrap();
+        let err = c.verify_server_final(b"e=bad\nINJECTED").unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 }
