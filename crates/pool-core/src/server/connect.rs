@@ -168,10 +168,28 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
                     scram = Some(client);
                 }
                 Authentication::SaslContinue { data } => {
-                    let client = scram.as_mut().ok_or_else(|| unexpected(addr))?;
-                    let reply = client
-                        .handle_server_first(data)
-                        .map_err(|source| ServerError::Protocol { addr, source })?;
+                    let mut client = scram.take().ok_or_else(|| unexpected(addr))?;
+                    let (client, reply) = if client.has_kept_keys() {
+                        let reply = client.handle_server_first(data);
+                        (client, reply)
+                    } else {
+                        // Deriving the keys (PBKDF2: about 1 ms at 4096 iterations, up to the
+                        // cap's 25 ms) would stall every session on this runtime thread.
+                        let data = data.to_vec();
+                        tokio::task::spawn_blocking(move || {
+                            let reply = client.handle_server_first(&data);
+                            (client, reply)
+                        })
+                        .await
+                        .map_err(|_| ServerError::Protocol {
+                            addr,
+                            source: pgtide_protocol::ProtocolError::Scram {
+                                reason: "deriving the SCRAM keys failed".into(),
+                            },
+                        })?
+                    };
+                    let reply = reply.map_err(|source| ServerError::Protocol { addr, source })?;
+                    scram = Some(client);
                     encode::sasl_response(&mut out, &reply);
                 }
                 Authentication::SaslFinal { data } => {
