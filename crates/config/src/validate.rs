@@ -21,6 +21,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         let prefix = format!("databases.{name}");
         if db.host.trim().is_empty() {
             out.push(Problem::new(format!("{prefix}.host"), "must not be empty"));
+        } else if db.host.starts_with('/') {
+            // libpq reads a leading slash as a Unix-socket directory; pgtide would try to
+            // resolve it as a host name and fail at every connect.
+            out.push(Problem::new(
+                format!("{prefix}.host"),
+                format!(
+                    "{:?} is a Unix-socket directory; pgtide connects to PostgreSQL over TCP only: \
+                     give the server's TCP address (e.g. 127.0.0.1)",
+                    db.host
+                ),
+            ));
         }
         if db.port == 0 {
             out.push(Problem::new(

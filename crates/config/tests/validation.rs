@@ -44,6 +44,9 @@ port = 0
 password = 42
 max_size = "many"
 
+[databases.sock]
+host = "/var/run/postgresql"
+
 [log]
 level = "app=loud"
 "#,
@@ -62,6 +65,7 @@ level = "app=loud"
             "databases.app.port: must be 1-65535",
             "databases.app.password: invalid value (not shown: it is a secret)",
             "databases.app.max_size",
+            "databases.sock.host: \"/var/run/postgresql\" is a Unix-socket directory",
             "log.level: invalid directive \"app=loud\"",
         ] {
             assert!(has(&p, needle), "missing {needle:?} in:\n{all}");
