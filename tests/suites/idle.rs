@@ -165,3 +165,31 @@ async fn shutdown_tells_parked_and_waiting_clients_57p01() {
         assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
     }
 }
+
+/// A reload that turns `client_idle_timeout` on reaches a session that is still in its task
+/// (its client spoke within the park period): at its next idle point the session stops being
+/// parkable, waits under the new timeout and is closed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turning_client_idle_timeout_on_reaches_a_session_in_its_task() {
+    let c = cluster();
+    let p = pgtide_with(&c, &[]);
+    let client = connect(&p).await;
+    assert_eq!(value(&client, "SELECT 1").await, "1");
+    let mut config = (*p.handle().shared().config()).clone();
+    config.pool.client_idle_timeout = Duration::from_millis(300).into();
+    p.handle().reload(config).expect("reload");
+    // The park period that saw the query ends within 1 s; the session then switches and its
+    // idle timeout (300 ms) closes it.
+    tokio::time::sleep(PARKED).await;
+    let err = client
+        .simple_query("SELECT 2")
+        .await
+        .map(|_| ())
+        .expect_err("closed by client_idle_timeout");
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::IDLE_SESSION_TIMEOUT),
+        "{err}"
+    );
+    let fresh = connect(&p).await;
+    assert_eq!(value(&fresh, "SELECT 'after'").await, "after");
+}
