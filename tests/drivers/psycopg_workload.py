@@ -9,9 +9,13 @@ import threading
 import psycopg
 
 
-def worker(dsn, n, pids, errors):
+def worker(dsn, n, pids, errors, start):
     try:
         with psycopg.connect(dsn) as conn:
+            # All connected before any transaction: started one by one on a loaded machine,
+            # threads could otherwise run their transactions one after another and never
+            # share the pool's servers.
+            start.wait(timeout=60)
             for i in range(n):
                 with conn.transaction():
                     cur = conn.execute("SELECT %s::int + 1", (i,))
@@ -27,6 +31,7 @@ def worker(dsn, n, pids, errors):
                 conn.execute("SELECT %s::bigint", (i,)).fetchone()
                 conn.commit()
     except Exception as e:  # reported by the main thread
+        start.abort()
         errors.append(repr(e))
 
 
@@ -34,7 +39,8 @@ def main():
     dsn, conns, txs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     pid_sets = [set() for _ in range(conns)]
     errors = []
-    threads = [threading.Thread(target=worker, args=(dsn, txs, pid_sets[k], errors))
+    start = threading.Barrier(conns)
+    threads = [threading.Thread(target=worker, args=(dsn, txs, pid_sets[k], errors, start))
                for k in range(conns)]
     for t in threads:
         t.start()

@@ -168,28 +168,15 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
                     scram = Some(client);
                 }
                 Authentication::SaslContinue { data } => {
-                    let mut client = scram.take().ok_or_else(|| unexpected(addr))?;
-                    let (client, reply) = if client.has_kept_keys() {
-                        let reply = client.handle_server_first(data);
-                        (client, reply)
-                    } else {
-                        // Deriving the keys (PBKDF2: about 1 ms at 4096 iterations, up to the
-                        // cap's 25 ms) would stall every session on this runtime thread.
-                        let data = data.to_vec();
-                        tokio::task::spawn_blocking(move || {
-                            let reply = client.handle_server_first(&data);
-                            (client, reply)
-                        })
-                        .await
-                        .map_err(|_| ServerError::Protocol {
-                            addr,
-                            source: pgtide_protocol::ProtocolError::Scram {
-                                reason: "deriving the SCRAM keys failed".into(),
-                            },
-                        })?
-                    };
-                    let reply = reply.map_err(|source| ServerError::Protocol { addr, source })?;
-                    scram = Some(client);
+                    // Without kept keys this derives them (PBKDF2, about 1 ms at 4096
+                    // iterations), on this thread: once per pool target. Not on the blocking
+                    // pool: a second thread in the process turns every later send and recv in
+                    // glibc into its multi-threaded, cancellable form (about 300 more
+                    // instructions per transaction, measured with benches/instructions.sh).
+                    let client = scram.as_mut().ok_or_else(|| unexpected(addr))?;
+                    let reply = client
+                        .handle_server_first(data)
+                        .map_err(|source| ServerError::Protocol { addr, source })?;
                     encode::sasl_response(&mut out, &reply);
                 }
                 Authentication::SaslFinal { data } => {

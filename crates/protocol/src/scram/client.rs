@@ -271,12 +271,6 @@ impl ScramClient {
         self.keys.as_ref().filter(|_| self.is_done())
     }
 
-    /// Whether keys from an earlier exchange were offered ([`ScramClient::with_keys`]) and not
-    /// yet used: the server-first-message will then most likely need no derivation.
-    pub fn has_kept_keys(&self) -> bool {
-        self.cached.is_some()
-    }
-
     /// Whether this exchange had to derive its keys (no fitting keys were offered).
     pub fn derived_keys(&self) -> bool {
         self.derived
