@@ -292,31 +292,27 @@ fn bench_scram(c: &mut Criterion) {
                 .expect("proof")
         })
     });
+    // A whole exchange against a fresh server nonce; returns whether the client derived keys.
+    let exchange = |mut client: ScramClient| {
+        let mut server = ScramServer::with_random_nonce(secret.clone());
+        let first = server
+            .handle_client_first(&client.client_first())
+            .expect("client-first");
+        let fin = client.handle_server_first(&first).expect("server-first");
+        let done = server.handle_client_final(&fin).expect("proof");
+        client.verify_server_final(&done).expect("server-final");
+        client.derived_keys()
+    };
     g.bench_function("full_exchange_4096_iterations", |b| {
-        b.iter(|| {
-            let mut server = ScramServer::with_random_nonce(secret.clone());
-            let mut client = ScramClient::new("bench-password");
-            let first = server
-                .handle_client_first(&client.client_first())
-                .expect("client-first");
-            let fin = client.handle_server_first(&first).expect("server-first");
-            let done = server.handle_client_final(&fin).expect("proof");
-            client.verify_server_final(&done).expect("server-final");
-        })
+        b.iter(|| assert!(exchange(ScramClient::new("bench-password"))))
     });
     // What pgtide's server connects pay once a pool kept the keys of its first exchange.
     let kept = client.keys().cloned();
     g.bench_function("full_exchange_with_kept_keys", |b| {
         b.iter(|| {
-            let mut server = ScramServer::with_random_nonce(secret.clone());
-            let mut client = ScramClient::new("bench-password").with_keys(kept.clone());
-            let first = server
-                .handle_client_first(&client.client_first())
-                .expect("client-first");
-            let fin = client.handle_server_first(&first).expect("server-first");
-            let done = server.handle_client_final(&fin).expect("proof");
-            client.verify_server_final(&done).expect("server-final");
-            assert!(!client.derived_keys());
+            assert!(!exchange(
+                ScramClient::new("bench-password").with_keys(kept.clone())
+            ))
         })
     });
     g.finish();

@@ -1,7 +1,7 @@
 //! Idle sessions parked outside tokio tasks.
 //!
 //! A client that stays quiet costs, in a task, the task itself (header and the session's
-//! future: about 2.4 KiB while a parkable session's transactions run inline) on top of its
+//! future, which for a parkable session holds its transaction's state too) on top of its
 //! session and socket. Parked, it costs only the boxed
 //! session, a waker and a slot: one hub task holds every parked session and registers a waker
 //! per session with tokio's socket registration. When a client sends bytes (or closes), its

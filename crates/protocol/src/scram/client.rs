@@ -195,7 +195,10 @@ impl ScramClient {
         if self.state != State::AwaitingServerFirst {
             return Err(self.fail("server message received out of order"));
         }
-        let (nonce, salt, iterations) = match parse_server_first(message) {
+        let Ok(server_first) = std::str::from_utf8(message) else {
+            return Err(self.fail("server-first-message is not UTF-8"));
+        };
+        let (nonce, salt, iterations) = match parse_server_first(server_first) {
             Ok(parts) => parts,
             Err(reason) => return Err(self.fail(reason)),
         };
@@ -212,7 +215,6 @@ impl ScramClient {
         let mut cbind = self.gs2_header.as_bytes().to_vec();
         cbind.extend_from_slice(&self.cbind_data);
         let without_proof = format!("c={},r={}", b64_encode(&cbind), nonce);
-        let server_first = std::str::from_utf8(message).unwrap_or_default();
         let auth_message = format!(
             "{},{},{}",
             self.client_first_bare(),
@@ -315,8 +317,7 @@ fn saslprep(password: &[u8]) -> Vec<u8> {
 }
 
 /// `r=nonce,s=salt,i=iterations[,extensions]` → (nonce, salt, iterations).
-fn parse_server_first(message: &[u8]) -> Result<(String, Vec<u8>, u32), &'static str> {
-    let text = std::str::from_utf8(message).map_err(|_| "server-first-message is not UTF-8")?;
+fn parse_server_first(text: &str) -> Result<(String, Vec<u8>, u32), &'static str> {
     let mut parts = text.split(',');
     let first = parts.next();
     if attribute(first, 'm').is_some() {
@@ -344,6 +345,14 @@ fn parse_server_first(message: &[u8]) -> Result<(String, Vec<u8>, u32), &'static
 mod tests {
     use super::*;
     use crate::scram::{ScramSecret, ScramServer};
+
+    /// Runs a whole exchange between `client` and `server`; panics where either side refuses.
+    fn exchange(client: &mut ScramClient, server: &mut ScramServer) {
+        let first = server.handle_client_first(&client.client_first()).unwrap();
+        let last = client.handle_server_first(&first).unwrap();
+        let done = server.handle_client_final(&last).unwrap();
+        client.verify_server_final(&done).unwrap();
+    }
 
     #[test]
     fn client_first_shape() {
@@ -395,10 +404,7 @@ mod tests {
         let mut server =
             ScramServer::with_nonce_str(secret, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0").unwrap();
         let mut client = ScramClient::with_nonce_str("pencil", "rOprNGfwEbeRWgbNEkqO").unwrap();
-        let first = server.handle_client_first(&client.client_first()).unwrap();
-        let last = client.handle_server_first(&first).unwrap();
-        let done = server.handle_client_final(&last).unwrap();
-        client.verify_server_final(&done).unwrap();
+        exchange(&mut client, &mut server);
     }
 
     #[test]
@@ -414,33 +420,25 @@ mod tests {
             theirs.update(&first).unwrap();
             assert!(server.handle_client_final(theirs.message()).is_ok());
 
-            let mut server = ScramServer::with_random_nonce(secret);
-            let mut ours = ScramClient::new(password);
-            let first = server.handle_client_first(&ours.client_first()).unwrap();
-            let last = ours.handle_server_first(&first).unwrap();
-            let done = server.handle_client_final(&last).unwrap();
-            ours.verify_server_final(&done).unwrap();
+            exchange(
+                &mut ScramClient::new(password),
+                &mut ScramServer::with_random_nonce(secret),
+            );
         }
     }
 
     #[test]
     fn kept_keys_skip_the_derivation_while_the_salt_matches() {
         let secret = ScramSecret::from_password("pw");
-        let exchange = |client: &mut ScramClient, secret: ScramSecret| {
-            let mut server = ScramServer::with_random_nonce(secret);
-            let first = server.handle_client_first(&client.client_first()).unwrap();
-            let last = client.handle_server_first(&first).unwrap();
-            let done = server.handle_client_final(&last).unwrap();
-            client.verify_server_final(&done).unwrap();
-        };
+        let server = |secret: &ScramSecret| ScramServer::with_random_nonce(secret.clone());
         let mut first = ScramClient::new("pw");
-        exchange(&mut first, secret.clone());
+        exchange(&mut first, &mut server(&secret));
         assert!(first.derived_keys());
         let keys = first.keys().cloned();
         assert!(keys.is_some());
 
         let mut second = ScramClient::new("pw").with_keys(keys.clone());
-        exchange(&mut second, secret);
+        exchange(&mut second, &mut server(&secret));
         assert!(
             !second.derived_keys(),
             "same salt and iterations: no PBKDF2"
@@ -449,7 +447,7 @@ mod tests {
 
         // The server's secret changed (new salt): the kept keys are ignored, not misused.
         let mut third = ScramClient::new("pw").with_keys(keys.clone());
-        exchange(&mut third, ScramSecret::from_password("pw"));
+        exchange(&mut third, &mut server(&ScramSecret::from_password("pw")));
         assert!(third.derived_keys());
         assert_ne!(third.keys(), keys.as_ref());
     }
