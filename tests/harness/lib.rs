@@ -24,6 +24,8 @@
 //! - `paths.rs`: where clusters live; the sweep of ones left by killed test processes.
 //! - `pgbin.rs`, `process.rs`: running PostgreSQL binaries (as `postgres` when root), PIDs.
 //! - `port.rs`, `connstr.rs`, `psql.rs`: free ports, connection strings, psql as a client.
+//! - `leaks.rs`: the check every [`Pgtide`] runs when it stops: no server left busy after its
+//!   client is gone.
 //!
 //! # Environment
 //! - `PGTIDE_PG_BIN_DIR`: PostgreSQL binaries (default `/usr/lib/postgresql/15/bin`).
@@ -37,6 +39,7 @@ mod cluster;
 mod conf;
 mod connstr;
 mod error;
+mod leaks;
 mod paths;
 mod pgbin;
 mod pgtide;

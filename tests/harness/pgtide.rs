@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
+use crate::leaks::LeakCheck;
 use crate::paths::base_dir;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -26,6 +27,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct PgtideBuilder {
     loader: Loader,
     users: Vec<String>,
+    /// The first cluster's socket directory and port, for the leak check at stop.
+    cluster: (std::path::PathBuf, u16),
 }
 
 impl PgtideBuilder {
@@ -38,6 +41,7 @@ impl PgtideBuilder {
         Self {
             loader,
             users: Vec::new(),
+            cluster: (cluster.socket_dir().to_owned(), cluster.port()),
         }
         .database(db, cluster)
     }
@@ -94,7 +98,14 @@ impl PgtideBuilder {
         let config = loader
             .load()
             .map_err(|e| HarnessError::Pgtide(e.to_string()))?;
-        Pgtide::start(config, Some(dir))
+        let mut pgtide = Pgtide::start(config, Some(dir))?;
+        let (socket_dir, pg_port) = self.cluster;
+        pgtide.leak_check = Some(LeakCheck {
+            port: pgtide.port(),
+            socket_dir,
+            pg_port,
+        });
+        Ok(pgtide)
     }
 }
 
@@ -105,6 +116,8 @@ pub struct Pgtide {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     dir: Option<PathBuf>,
+    /// Run when pgtide stops, unless the test is already failing ([`Pgtide::check_no_leaks`]).
+    leak_check: Option<LeakCheck>,
 }
 
 impl Pgtide {
@@ -151,6 +164,7 @@ impl Pgtide {
             stop: Some(stop_tx),
             thread: Some(thread),
             dir,
+            leak_check: None,
         })
     }
 
@@ -170,8 +184,25 @@ impl Pgtide {
     }
 }
 
+impl Pgtide {
+    /// Fails when a server is left busy after its client is gone (`leaks.rs`); waits a few
+    /// seconds for pgtide to notice clients that just left. Runs by itself when a pgtide built
+    /// with [`PgtideBuilder`] stops; call it to check at a point of a test.
+    pub fn check_no_leaks(&self) -> std::result::Result<(), String> {
+        match &self.leak_check {
+            Some(check) => check.run(&self.handle),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for Pgtide {
     fn drop(&mut self) {
+        let leak = if std::thread::panicking() {
+            Ok(())
+        } else {
+            self.check_no_leaks()
+        };
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -180,6 +211,9 @@ impl Drop for Pgtide {
         }
         if let Some(dir) = self.dir.take() {
             let _ = fs::remove_dir_all(dir);
+        }
+        if let Err(finding) = leak {
+            panic!("pgtide leak check: {finding}");
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Cancel requests. Every client gets its own random BackendKeyData from pgtide; a
 //! CancelRequest carrying it is forwarded, with the server's own key, to the server that client
 //! is using at that moment — and to nobody when it has none (a cancel never hits another
-//! client's query on a reused connection).
+//! client's query on a reused connection). A client still queued for a server has its wait
+//! aborted instead: it gets 57014 at once and its query is never sent.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,21 +16,65 @@ use pgtide_protocol::encode;
 use pgtide_protocol::startup::CancelKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::pool::lock;
 
-/// Where a client's cancel should go right now.
+/// Where a client's cancel should go right now: the server it is bound to, or its own wait
+/// for one.
 #[derive(Debug, Default)]
-pub struct CancelSlot(Mutex<Option<(SocketAddr, CancelKey)>>);
+pub struct CancelSlot {
+    server: Mutex<Option<(SocketAddr, CancelKey)>>,
+    /// The client is queued for a server ([`CancelSlot::unless_cancelled`] is running).
+    waiting: AtomicBool,
+    /// A cancel arrived during the current wait.
+    cancelled: AtomicBool,
+    /// Wakes the wait when a cancel arrives.
+    wake: Notify,
+}
 
 impl CancelSlot {
     /// Points the slot at a server (on checkout) or at nothing (on release).
     pub fn set(&self, target: Option<(SocketAddr, CancelKey)>) {
-        *lock(&self.0) = target;
+        *lock(&self.server) = target;
     }
 
     fn get(&self) -> Option<(SocketAddr, CancelKey)> {
-        *lock(&self.0)
+        *lock(&self.server)
+    }
+
+    /// Runs `wait` (the client's wait for a server) unless a CancelRequest for this client
+    /// arrives first: then `wait` is dropped and `None` returned. `wait` must be safe to drop
+    /// at any await point (the pool's acquire is).
+    pub async fn unless_cancelled<F: Future>(&self, wait: F) -> Option<F::Output> {
+        self.cancelled.store(false, SeqCst);
+        self.waiting.store(true, SeqCst);
+        let woken = self.wake.notified();
+        tokio::pin!(woken);
+        // Registered before the flag is read: a cancel that lands between the two is seen
+        // either by the flag or by the wake-up.
+        woken.as_mut().enable();
+        let outcome = if self.cancelled.load(SeqCst) {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                _ = woken => None,
+                r = wait => Some(r),
+            }
+        };
+        self.waiting.store(false, SeqCst);
+        outcome
+    }
+
+    /// Aborts the client's wait for a server, if it is waiting; returns whether it was.
+    fn cancel_wait(&self) -> bool {
+        if !self.waiting.load(SeqCst) {
+            return false;
+        }
+        self.cancelled.store(true, SeqCst);
+        self.wake.notify_waiters();
+        true
     }
 }
 
@@ -81,16 +128,25 @@ impl CancelRegistry {
         }
     }
 
-    /// Forwards a client's CancelRequest; returns whether a server was asked to cancel.
+    /// Serves a client's CancelRequest: forwarded to the server the client is bound to, or,
+    /// when the client is queued for a server, its wait is aborted (its query never reaches a
+    /// server). Returns whether anything was cancelled.
     pub async fn cancel(&self, key: CancelKey) -> bool {
-        let target = lock(&self.slots)
+        let Some(slot) = lock(&self.slots)
             .get(&(key.process_id, key.secret_key))
-            .and_then(|slot| slot.get());
-        let Some((addr, server_key)) = target else {
-            tracing::debug!("cancel request for no running query; ignored");
+            .cloned()
+        else {
+            tracing::debug!("cancel request with an unknown key; ignored");
             return false;
         };
-        send_cancel(addr, server_key).await
+        if let Some((addr, server_key)) = slot.get() {
+            return send_cancel(addr, server_key).await;
+        }
+        if slot.cancel_wait() {
+            return true;
+        }
+        tracing::debug!("cancel request for no running query; ignored");
+        false
     }
 }
 

@@ -263,3 +263,26 @@ impl AcquireError {
         }
     }
 }
+
+/// Why a client's startup settings could not be given to its session
+/// ([`crate::pool::Pool::session_params`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// No server to validate them on.
+    #[error(transparent)]
+    Acquire(#[from] AcquireError),
+    /// The server rejected a setting; the client gets this error, as from a direct login.
+    #[error("{fields}")]
+    Refused {
+        /// What the server said (its SQLSTATE, message, hint).
+        fields: Box<ErrorFields>,
+    },
+    /// The server broke while the settings were applied.
+    #[error("pool {pool}: server connection lost while applying startup settings: {reason}")]
+    Lost {
+        /// `database/user`.
+        pool: String,
+        /// What went wrong.
+        reason: String,
+    },
+}

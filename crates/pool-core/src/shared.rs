@@ -238,7 +238,9 @@ impl Shared {
             .password
             .clone()
             .or_else(|| self.auth().password_for(&user).cloned());
-        let mut startup_params = vec![("application_name".to_owned(), "pgtide".to_owned())];
+        // No application_name of pgtide's own: a client that sets none must see the server's
+        // default (usually ''), as on a direct connection, in ParameterStatus and SHOW.
+        let mut startup_params = Vec::new();
         if let Some(t) = settings.statement_timeout.non_zero() {
             startup_params.push(("statement_timeout".to_owned(), t.as_millis().to_string()));
         }

@@ -3,6 +3,8 @@
 //! `mod common;`; each suite uses a subset, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::process::Command;
 
 use pgtide_harness::{pg_command, Auth, Cluster, ClusterBuilder, Pgtide, PgtideBuilder};

@@ -19,19 +19,17 @@ use tokio::sync::watch;
 use super::park::{drive, Parking};
 use super::reply::fatal;
 use super::session::Session;
+use crate::error::SettingsError;
 use crate::failure::FailureClass;
 use crate::report::Failure;
-use crate::server::ParamSet;
+use crate::server::StartupSettings;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use pgtide_config::ClientTlsMode;
+use pgtide_config::{ClientTlsMode, PoolMode};
 use pgtide_protocol::stream::StreamScanner;
 
 /// A client that has not finished its startup packet in this long is dropped (slowloris).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Startup parameters that are not session settings.
-const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
 /// A client counted in `Shared::clients`, from its accept until its session ends, however it
 /// ends (even a task dropped before it first ran): shutdown drains by this count.
@@ -219,9 +217,10 @@ async fn login(
         .await;
         return None;
     };
-    let mut params = match pool.welcome_params().await {
+    let settings = Arc::new(StartupSettings::from_startup(&startup));
+    let params = match pool.session_params(&settings).await {
         Ok(p) => p,
-        Err(e) => {
+        Err(SettingsError::Acquire(e)) => {
             let message = e.to_string();
             shared
                 .failures
@@ -229,12 +228,46 @@ async fn login(
             fatal(&mut stream, e.sqlstate(), &message, Some(e.hint())).await;
             return None;
         }
+        Err(SettingsError::Refused { fields }) => {
+            // As PostgreSQL refuses a login with a bad setting: FATAL, the server's words.
+            let code = fields.code.unwrap_or(SqlState::INVALID_PARAMETER_VALUE);
+            let message = fields.message.clone().unwrap_or_default();
+            shared.failures.report(
+                Failure::new(
+                    pool.name(),
+                    FailureClass::ClientAuthFailed,
+                    &format!("startup setting refused by the server: {message}"),
+                )
+                .client(peer)
+                .code(Some(code.as_str().to_owned())),
+            );
+            let mut out = BytesMut::with_capacity(128 + message.len());
+            encode::error_response(
+                &mut out,
+                Severity::Fatal,
+                code,
+                &message,
+                fields.detail.as_deref(),
+                fields.hint.as_deref(),
+            );
+            let _ = stream.write_all(&out).await;
+            return None;
+        }
+        Err(e @ SettingsError::Lost { .. }) => {
+            let message = e.to_string();
+            shared.failures.report(
+                Failure::new(pool.name(), FailureClass::ServerConnLost, &message).client(peer),
+            );
+            fatal(&mut stream, SqlState::CONNECTION_FAILURE, &message, None).await;
+            return None;
+        }
     };
-    apply_client_settings(&mut params, &startup);
+    let mode = pool.settings().mode;
     let registration = shared.cancels.register();
     let mut out = BytesMut::with_capacity(512);
     encode::auth_ok(&mut out);
-    for (name, value) in params.iter() {
+    // What PostgreSQL reports at login: its reported settings, with the client's values.
+    for (name, value) in params.reported() {
         encode::parameter_status(&mut out, name, value);
     }
     encode::backend_key_data(&mut out, registration.key());
@@ -258,7 +291,9 @@ async fn login(
     }
     Some(Session {
         failures: shared.failures.clone(),
-        mode: pool.settings().mode,
+        // In session mode the client's server is one started with its settings.
+        startup: (mode == PoolMode::Session && !settings.is_empty()).then_some(settings),
+        mode,
         settings: pool.settings(),
         settings_seen: 0,
         pool,
@@ -351,28 +386,6 @@ async fn read_startup(
                 encode::protocol_error_response(&mut out, Severity::Fatal, &e);
                 let _ = stream.write_all(&out).await;
                 return None;
-            }
-        }
-    }
-}
-
-/// The client's startup settings (and `-c name=value` in `options`) on top of the server's.
-fn apply_client_settings(params: &mut ParamSet, startup: &StartupMessage) {
-    for (name, value) in &startup.params {
-        if NOT_SETTINGS.contains(&name.as_str()) {
-            continue;
-        }
-        params.set(name, value);
-    }
-    if let Some(options) = startup.param("options") {
-        let mut words = options.split_whitespace();
-        while let Some(word) = words.next() {
-            let setting = match word {
-                "-c" => words.next(),
-                w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
-            };
-            if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
-                params.set(&name.replace('-', "_"), value);
             }
         }
     }

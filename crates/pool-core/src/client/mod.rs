@@ -1,5 +1,6 @@
 //! A client connection: login ([`login`]) then the forwarding loop ([`session`]).
 
+mod cancelled;
 mod idle;
 mod login;
 mod park;

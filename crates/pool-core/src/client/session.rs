@@ -41,7 +41,7 @@ use crate::prepared::rewrite::{on_server_frame, rewrite_client, Bound};
 use crate::prepared::{ClientStatements, Expected, ServerStatements};
 use crate::report::{Failure, Failures};
 use crate::server::buffers::{drop_front, Buffers};
-use crate::server::{ParamSet, ServerConn};
+use crate::server::{ParamSet, ServerConn, StartupSettings};
 use crate::stream::Stream;
 
 /// Settings PostgreSQL 15 reports with ParameterStatus whenever they change.
@@ -179,6 +179,9 @@ pub struct Session {
     pub(super) settings: Arc<PoolSettings>,
     pub(super) settings_seen: u64,
     pub(super) mode: PoolMode,
+    /// Session mode: the client's startup settings, which its server must have been started
+    /// with (`None` when it sent none, or in the other modes).
+    pub(super) startup: Option<Arc<StartupSettings>>,
     pub(super) client: Stream,
     pub(super) peer: SocketAddr,
     /// The settings this client's session has, re-applied on each server it lands on.
@@ -383,9 +386,22 @@ impl Session {
         // in a box made once per stay in a task (parkable sessions) or once per transaction
         // (the others), never in an idle task, and with many clients queued a box per wait
         // was a malloc and free on most transactions (about 300 instructions at 200 clients).
-        let acquired = match self.pool.try_acquire() {
+        let want = self.startup.as_ref();
+        let acquired = match self.pool.try_acquire_for(want) {
             Some(c) => Ok(c),
-            None => self.pool.acquire().await,
+            None => loop {
+                // A CancelRequest for a queued client aborts its wait (client/cancelled.rs).
+                let wait = self.pool.acquire_for(want);
+                match self.cancel.slot.unless_cancelled(wait).await {
+                    Some(r) => break r,
+                    None => {
+                        if let Some(end) = super::cancelled::first_sync_point_end(&cbuf) {
+                            return Box::pin(self.after_cancel(cbuf, end, progress, track)).await;
+                        }
+                        // Nothing that can be answered for the server: keep waiting.
+                    }
+                }
+            },
         };
         let mut checkout = match acquired {
             Ok(c) => c,
@@ -439,6 +455,25 @@ impl Session {
         }
         Box::pin(self.end(checkout, outcome, progress.server_shutting_down)).await;
         false
+    }
+
+    /// Answers a cancelled first sync point, then runs what the client pipelined after it;
+    /// `false` when the session is over.
+    async fn after_cancel(
+        &mut self,
+        cbuf: BytesMut,
+        end: usize,
+        progress: &mut Progress,
+        track: Option<usize>,
+    ) -> bool {
+        let Some(rest) = self.answer_cancelled(cbuf, end).await else {
+            return false;
+        };
+        progress.pending = progress.pending.saturating_sub(1);
+        if rest.is_empty() {
+            return !progress.terminated;
+        }
+        Box::pin(self.transaction(rest, progress, track)).await
     }
 
     /// Whether the client's socket is readable right now (bytes or EOF waiting), without
@@ -603,7 +638,11 @@ impl Session {
                     None => timer.set(Some(tokio::time::sleep_until(at))),
                 }
             }
-            if p.terminated && p.pending == 0 {
+            if p.terminated {
+                // The client is gone: nobody will read the answers still due, and in COPY FROM
+                // STDIN (or after an error awaiting Sync) none would ever come. The server goes
+                // back only if it is idle right now; otherwise it is closed at once, as on a
+                // plain socket close, and the backend ends its COPY and transaction with it.
                 return Unbind::ClientGone {
                     reusable: p.server_idle() && server_scan.at_boundary(),
                 };
@@ -648,7 +687,7 @@ impl Session {
                     }
                     let keep = if track.is_some() && !expect.is_empty() { server_scan.partial_header_len() } else { 0 };
                     let send_len = sbuf.len() - keep;
-                    if !p.terminated && send_len > 0 {
+                    if send_len > 0 {
                         let written = if drops.is_empty() {
                             self.client.write_all(&sbuf[..send_len]).await
                         } else {
@@ -680,7 +719,7 @@ impl Session {
                         }
                     }
                 }
-                r = self.client.read_buf(&mut *cbuf), if !p.terminated => {
+                r = self.client.read_buf(&mut *cbuf) => {
                     match r {
                         Ok(0) | Err(_) => {
                             let reusable = p.server_idle() && server_scan.at_boundary() && self.client_scan.at_boundary();
@@ -864,11 +903,21 @@ impl Session {
         if let Some(fields) = error {
             tracing::warn!(pool = %self.pool.name(), client = %self.peer, error = %fields, "re-applying client settings failed");
         }
-        // Record what was set even when the server does not report it.
+        // Record what was set even when the server does not report it, and forget what was
+        // reset to the server's default.
         for (name, value) in self.params.iter() {
             if server.params.get(name) != Some(value) {
                 server.params.set(name, value);
             }
+        }
+        let reset: Vec<String> = server
+            .params
+            .iter()
+            .filter(|(name, _)| self.params.get(name).is_none())
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for name in reset {
+            server.params.forget_own(&name);
         }
         Ok(())
     }
@@ -1053,6 +1102,14 @@ async fn reset_server(server: &mut ServerConn, sql: &str) -> bool {
     server
         .params
         .retain(|name| REPORTED_PARAMS.iter().any(|r| r.eq_ignore_ascii_case(name)));
+    // A server started with a client's settings is back at them (they are its defaults).
+    if let Some(startup) = server.startup.clone() {
+        for (name, value) in startup.iter() {
+            if server.params.get(name).is_none() {
+                server.params.set(name, value);
+            }
+        }
+    }
     clean
 }
 

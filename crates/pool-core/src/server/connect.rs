@@ -15,7 +15,9 @@ use pgtide_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{lookup_host, TcpStream};
 
-use super::{ParamSet, ServerConn};
+use std::sync::Arc;
+
+use super::{ParamSet, ServerConn, StartupSettings};
 use crate::error::ServerError;
 use crate::io::{read_frame, ReadFrameError};
 use crate::pool::lock;
@@ -61,9 +63,15 @@ impl ServerTarget {
     }
 }
 
-/// Opens and authenticates a server connection within `target.connect_timeout`.
-pub async fn connect(target: &ServerTarget) -> Result<ServerConn, ServerError> {
-    match tokio::time::timeout(target.connect_timeout, connect_unbounded(target)).await {
+/// Opens and authenticates a server connection within `target.connect_timeout`, with a
+/// client's startup settings in its startup packet when `startup` is given (after the pool's
+/// own, so the client's win as they would on a direct connection).
+pub async fn connect(
+    target: &ServerTarget,
+    startup: Option<&Arc<StartupSettings>>,
+) -> Result<ServerConn, ServerError> {
+    let connect = connect_unbounded(target, startup);
+    match tokio::time::timeout(target.connect_timeout, connect).await {
         Ok(result) => result,
         Err(_) => Err(ServerError::ConnectTimeout {
             target: target.display_addr(),
@@ -72,7 +80,10 @@ pub async fn connect(target: &ServerTarget) -> Result<ServerConn, ServerError> {
     }
 }
 
-async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> {
+async fn connect_unbounded(
+    t: &ServerTarget,
+    startup: Option<&Arc<StartupSettings>>,
+) -> Result<ServerConn, ServerError> {
     let addrs: Vec<_> = lookup_host((t.host.as_str(), t.port))
         .await
         .map_err(|source| ServerError::Dns {
@@ -118,6 +129,7 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
+    params.extend(startup.into_iter().flat_map(|s| s.iter()));
     encode::startup_message(&mut out, &params);
     stream.write_all(&out).await.map_err(lost)?;
 
@@ -223,8 +235,16 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
     if !inbuf.is_empty() {
         return Err(unexpected(addr));
     }
-    for (name, value) in &t.startup_params {
-        if server_params.get(name).is_none() {
+    // Settings the server does not report are recorded as sent, so a client's are not SET
+    // again on a server that already has them.
+    let sent = t
+        .startup_params
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(startup.into_iter().flat_map(|s| s.iter()));
+    let reported = server_params.clone();
+    for (name, value) in sent {
+        if reported.get(name).is_none() {
             server_params.set(name, value);
         }
     }
@@ -239,6 +259,7 @@ async fn connect_unbounded(t: &ServerTarget) -> Result<ServerConn, ServerError> 
         idle_since: now,
         // A lifetime too long to represent means never retire (no overflow panic).
         retire_at: t.max_lifetime.and_then(|l| now.checked_add(jitter(l))),
+        startup: startup.cloned(),
         statements: Default::default(),
         buffers: Default::default(),
     })

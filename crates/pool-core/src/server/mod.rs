@@ -5,9 +5,11 @@ pub mod buffers;
 mod connect;
 mod own_query;
 mod params;
+mod settings;
 
 pub use connect::{connect, ServerTarget};
 pub use params::{quote_literal, Entries, ParamSet, UNSETTABLE_PARAMS};
+pub use settings::StartupSettings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,10 @@ pub struct ServerConn {
     /// When it is retired once idle: `created` plus `max_lifetime` with per-connection jitter
     /// (kept as an instant so that the check on every checkout and return is one comparison).
     pub retire_at: Option<Instant>,
+    /// The client settings this server was started with (session mode: a client's startup
+    /// settings are its server's own, so that RESET returns to them), or `None` for the
+    /// pool's plain servers. Only a client with the same settings is given this server.
+    pub startup: Option<std::sync::Arc<StartupSettings>>,
     /// Named statements pgtide prepared on this server (transaction-mode tracking).
     pub statements: crate::prepared::ServerStatements,
     /// Forwarding buffers, reused by every transaction this server serves.

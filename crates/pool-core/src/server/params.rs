@@ -4,7 +4,7 @@
 //! reports the important settings (client_encoding, DateStyle, TimeZone, IntervalStyle,
 //! application_name, standard_conforming_strings, ...) with ParameterStatus whenever they
 //! change; pgtide records them per client and per server, and before a client's transaction runs
-//! on a server whose values differ, it sends one `SET ...; SET ...` round trip. Settings that
+//! on a server whose values differ, it sends one round trip of `set_config` calls. Settings that
 //! PostgreSQL does not report (search_path, work_mem, ...) changed with `SET` are *not* carried
 //! between servers — use `SET LOCAL` inside a transaction, or session mode (docs/pooling-modes.md).
 
@@ -97,6 +97,20 @@ impl ParamSet {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// The entries whose names the shared base has, with this set's values, in the base's
+    /// order and spelling: for a client over the welcome set, exactly the settings PostgreSQL
+    /// reports at login, not the unreported ones (search_path, work_mem) it also carries.
+    pub fn reported(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.base
+            .as_deref()
+            .into_iter()
+            .flatten()
+            .map(move |(n, v)| {
+                let value = find(&self.own, n).unwrap_or(v);
+                (n.as_str(), value)
+            })
+    }
+
     /// Keeps only the entries `keep` accepts (materializes a shared base first).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         if self.base.is_some() {
@@ -124,7 +138,18 @@ impl ParamSet {
             }
             push_set(&mut sql, name, value);
         }
+        for (name, _) in server.iter() {
+            if wanted.get(name).is_none() && settable(name) {
+                push_reset(&mut sql, name);
+            }
+        }
         (!sql.is_empty()).then_some(sql)
+    }
+
+    /// Forgets `name` where this set overrides its base (a setting the server was RESET to
+    /// its default for); base entries stay.
+    pub fn forget_own(&mut self, name: &str) {
+        self.own.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 }
 
@@ -145,13 +170,16 @@ impl ParamSet {
         );
         let mut sql = String::new();
         for name in names {
-            let Some(value) = wanted.get(name) else {
-                continue;
-            };
-            if server.get(name) == Some(value) || !settable(name) {
+            if !settable(name) {
                 continue;
             }
-            push_set(&mut sql, name, value);
+            match wanted.get(name) {
+                // Another client's setting the server does not report (search_path from a
+                // startup packet): back to the server's default, or it would leak.
+                None => push_reset(&mut sql, name),
+                Some(value) if server.get(name) != Some(value) => push_set(&mut sql, name, value),
+                Some(_) => {}
+            }
         }
         (!sql.is_empty()).then_some(sql)
     }
@@ -171,12 +199,22 @@ fn settable(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
-fn push_set(sql: &mut String, name: &str, value: &str) {
-    sql.push_str("SET ");
+/// Appends a `RESET` of `name` (a name [`settable`] accepts).
+fn push_reset(sql: &mut String, name: &str) {
+    sql.push_str("RESET ");
     sql.push_str(name);
-    sql.push_str(" = ");
-    sql.push_str(&quote_literal(value));
     sql.push(';');
+}
+
+/// Appends one `set_config(name, value, false)`: the value is taken as a startup packet or
+/// postgresql.conf gives it, so a list such as `search_path = 'foo,public'` stays a list
+/// (`SET search_path = 'foo,public'` would make it one quoted name).
+pub(crate) fn push_set(sql: &mut String, name: &str, value: &str) {
+    sql.push_str("SELECT pg_catalog.set_config(");
+    sql.push_str(&quote_literal(name));
+    sql.push_str(", ");
+    sql.push_str(&quote_literal(value));
+    sql.push_str(", false);");
 }
 
 fn find<'a>(entries: &'a Entries, name: &str) -> Option<&'a str> {
@@ -212,7 +250,7 @@ mod tests {
         have.set("client_encoding", "UTF8");
         assert_eq!(
             ParamSet::sync_query(&want, &have).unwrap(),
-            "SET TimeZone = 'Europe/Paris';"
+            "SELECT pg_catalog.set_config('TimeZone', 'Europe/Paris', false);"
         );
         have.set("TimeZone", "Europe/Paris");
         assert_eq!(ParamSet::sync_query(&want, &have), None);
@@ -231,7 +269,7 @@ mod tests {
         client.set("application_name", "pgbench");
         assert_eq!(
             ParamSet::sync_query(&client, &server).unwrap(),
-            "SET application_name = 'pgbench';"
+            "SELECT pg_catalog.set_config('application_name', 'pgbench', false);"
         );
         server.set("application_name", "pgbench");
         assert_eq!(ParamSet::sync_query(&client, &server), None);
@@ -239,7 +277,7 @@ mod tests {
         server.set("TimeZone", "Asia/Tokyo");
         assert_eq!(
             ParamSet::sync_query(&client, &server).unwrap(),
-            "SET TimeZone = 'UTC';"
+            "SELECT pg_catalog.set_config('TimeZone', 'UTC', false);"
         );
     }
 
@@ -262,6 +300,44 @@ mod tests {
             client.iter().collect::<Vec<_>>(),
             vec![("DateStyle", "ISO, MDY")]
         );
+    }
+
+    #[test]
+    fn another_clients_unreported_setting_is_reset() {
+        let mut welcome = ParamSet::new();
+        welcome.set("TimeZone", "UTC");
+        let base = welcome.to_shared();
+        let client = ParamSet::over(base.clone());
+        let mut server = ParamSet::over(base);
+        server.set("search_path", "foo,public");
+        assert_eq!(
+            ParamSet::sync_query(&client, &server).unwrap(),
+            "RESET search_path;"
+        );
+        server.forget_own("SEARCH_PATH");
+        assert_eq!(ParamSet::sync_query(&client, &server), None);
+        let mut unshared = ParamSet::new();
+        unshared.set("TimeZone", "UTC");
+        unshared.set("work_mem", "64MB");
+        assert_eq!(
+            ParamSet::sync_query(&client, &unshared).unwrap(),
+            "RESET work_mem;"
+        );
+    }
+
+    #[test]
+    fn only_the_base_names_are_reported_with_the_client_values() {
+        let mut welcome = ParamSet::new();
+        welcome.set("DateStyle", "ISO, MDY");
+        welcome.set("TimeZone", "UTC");
+        let mut client = ParamSet::over(welcome.to_shared());
+        client.set("search_path", "foo");
+        client.set("datestyle", "Postgres, MDY");
+        assert_eq!(
+            client.reported().collect::<Vec<_>>(),
+            vec![("DateStyle", "Postgres, MDY"), ("TimeZone", "UTC")]
+        );
+        assert_eq!(ParamSet::new().reported().count(), 0);
     }
 
     #[test]

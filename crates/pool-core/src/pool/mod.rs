@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+mod welcome;
+
 use crate::breaker::Breaker;
 use crate::budget::ConnCap;
 use crate::error::AcquireError;
 use crate::report::Failures;
-use crate::server::{connect, Entries, ParamSet, ServerConn, ServerTarget};
+use crate::server::{connect, Entries, ParamSet, ServerConn, ServerTarget, StartupSettings};
 use crate::stats::PoolStats;
 
 /// What a pool shares with the rest of the process.
@@ -79,6 +81,9 @@ pub struct Pool {
     /// ParameterStatus of the first server, replayed to clients at login before they have a
     /// server of their own (transaction mode binds a server only at the first query).
     welcome: Mutex<Option<Arc<Entries>>>,
+    /// Client startup settings already validated on a server, with the values they give the
+    /// session where those differ from the welcome set ([`Pool::session_params`]).
+    validated: Mutex<std::collections::HashMap<StartupSettings, Arc<Entries>>>,
     closed: AtomicBool,
     env: PoolEnv,
     /// Wakes the maintenance task early when the pool fell below `min_size`.
@@ -150,6 +155,7 @@ impl Pool {
                 debt: 0,
             }),
             welcome: Mutex::new(None),
+            validated: Mutex::default(),
             closed: AtomicBool::new(false),
             env,
             refill: Arc::new(Notify::new()),
@@ -186,6 +192,15 @@ impl Pool {
     /// Where new connections go.
     pub fn target(&self) -> Arc<ServerTarget> {
         lock(&self.target).clone()
+    }
+
+    /// The backend process ids of the idle servers (for checks against `pg_stat_activity`).
+    pub fn idle_backend_pids(&self) -> Vec<i32> {
+        lock(&self.state)
+            .idle
+            .iter()
+            .map(|c| c.cancel_key.process_id)
+            .collect()
     }
 
     /// (open, idle, max_size) right now.
@@ -262,6 +277,17 @@ impl Pool {
     /// Waits (FIFO, at most `acquire_timeout`) for a server and checks it out. Fails fast
     /// when the server's circuit breaker is open and no idle server is left.
     pub async fn acquire(self: &Arc<Self>) -> Result<Checkout, AcquireError> {
+        self.acquire_for(None).await
+    }
+
+    /// [`Pool::acquire`] for a server started with the client settings `want` (session mode;
+    /// `None`: one of the pool's plain servers). An idle server with other settings is closed
+    /// to make room when the pool is full. Safe to drop at any await: every count it took is
+    /// given back.
+    pub async fn acquire_for(
+        self: &Arc<Self>,
+        want: Option<&Arc<StartupSettings>>,
+    ) -> Result<Checkout, AcquireError> {
         let timeout = lock(&self.settings).acquire_timeout.get();
         // Clocks are read once on the fast path (a permit and a warm server at hand): the wait
         // is then recorded as zero and the hold time starts here.
@@ -273,20 +299,20 @@ impl Pool {
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
             Err(TryAcquireError::NoPermits) => {
                 waited = true;
-                self.stats.waiting.fetch_add(1, Relaxed);
-                let permit = self.wait_for_permit(timeout, start, deadline).await;
-                self.stats.waiting.fetch_sub(1, Relaxed);
-                permit?
+                // Counted while queued, and uncounted however the wait ends (also when the
+                // caller drops this future: a client's cancel aborts its wait).
+                let _queued = Waiting::enter(&self.stats.waiting);
+                self.wait_for_permit(timeout, start, deadline).await?
             }
         };
-        let idle = self.take_idle(if waited { Instant::now() } else { start });
+        let idle = self.take_idle(if waited { Instant::now() } else { start }, want);
         let conn = match idle {
             Some(conn) => conn,
             None => {
                 waited = true;
                 // Boxed: opening a server is rare, and its large state would otherwise sit in
                 // every waiting `acquire`'s future.
-                match Box::pin(self.open_new(deadline, start)).await {
+                match Box::pin(self.open_new(deadline, start, want)).await {
                     Ok(conn) => conn,
                     Err(e) => {
                         self.return_permit(permit);
@@ -322,9 +348,17 @@ impl Pool {
     /// [`Pool::acquire`] waits or opens one). Synchronous, so the session's per-transaction
     /// future need not hold `acquire`'s state for the common case.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Checkout> {
+        self.try_acquire_for(None)
+    }
+
+    /// [`Pool::try_acquire`] for a server started with the client settings `want`.
+    pub fn try_acquire_for(
+        self: &Arc<Self>,
+        want: Option<&Arc<StartupSettings>>,
+    ) -> Option<Checkout> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let now = Instant::now();
-        let Some(conn) = self.take_idle(now) else {
+        let Some(conn) = self.take_idle(now, want) else {
             // Through the shrink bookkeeping: a max_size lowered meanwhile retires it.
             self.return_permit(permit);
             return None;
@@ -377,22 +411,38 @@ impl Pool {
         self: &Arc<Self>,
         deadline: Instant,
         start: Instant,
+        want: Option<&Arc<StartupSettings>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
         let target = self.target();
         if let Some(e) = target.breaker.fail_fast(&self.name) {
             self.spawn_probe(&target);
             return Err(e);
         }
+        self.make_room();
         self.take_caps(Some(deadline), start).await?;
-        lock(&self.state).open += 1;
-        match self.open_conn(&target).await {
-            Ok(conn) => Ok(conn),
-            Err(e) => {
-                lock(&self.state).open -= 1;
-                self.give_caps();
-                Err(e)
+        // Counted in `open` (and holding its cap slots) from here; the guard undoes both if
+        // the connect fails or this future is dropped mid-connect.
+        let slot = OpeningSlot::take(self);
+        let conn = self.open_conn(&target, want).await?;
+        slot.keep();
+        Ok(conn)
+    }
+
+    /// Closes the oldest idle server when the pool is full: a client holding a permit found no
+    /// idle server with its settings, so every idle one has other settings (session mode).
+    fn make_room(&self) {
+        let surplus = {
+            let mut st = lock(&self.state);
+            if st.open < st.max_size {
+                return;
             }
-        }
+            let Some(conn) = st.idle.pop_front() else {
+                return;
+            };
+            st.open -= 1;
+            conn
+        };
+        self.close_conn(surplus);
     }
 
     /// Takes a slot from every cap, reclaiming idle servers of sibling pools and waiting (up to
@@ -402,10 +452,16 @@ impl Pool {
         deadline: Option<Instant>,
         start: Instant,
     ) -> Result<(), AcquireError> {
-        for (i, cap) in self.env.caps.iter().enumerate() {
+        // Slots taken so far are given back if this fails or is dropped while waiting.
+        let mut taken = TakenCaps {
+            caps: &self.env.caps,
+            n: 0,
+        };
+        for cap in &self.env.caps {
             loop {
                 let freed = cap.freed();
                 if cap.try_take() {
+                    taken.n += 1;
                     break;
                 }
                 // Only a client waiting now may close a sibling's idle server; a min_size fill
@@ -418,9 +474,6 @@ impl Pool {
                     None => true,
                 };
                 if timed_out {
-                    for taken in &self.env.caps[..i] {
-                        taken.give();
-                    }
                     return Err(AcquireError::CapReached {
                         pool: self.name.clone(),
                         cap: cap.describe().to_owned(),
@@ -431,6 +484,7 @@ impl Pool {
                 }
             }
         }
+        taken.n = 0;
         Ok(())
     }
 
@@ -527,12 +581,14 @@ impl Pool {
                 self.return_permit(permit);
                 return false;
             }
-            lock(&self.state).open += 1;
-            match self.open_conn(&target).await {
-                Ok(conn) => self.give_back(conn, Some(permit), None, true),
+            let slot = OpeningSlot::take(self);
+            match self.open_conn(&target, None).await {
+                Ok(conn) => {
+                    slot.keep();
+                    self.give_back(conn, Some(permit), None, true);
+                }
                 Err(e) => {
-                    lock(&self.state).open -= 1;
-                    self.give_caps();
+                    drop(slot);
                     self.return_permit(permit);
                     let message = format!("cannot open a min_size connection: {e}");
                     self.env.failures.report(e.failure(&self.name, &message));
@@ -549,10 +605,22 @@ impl Pool {
         }
     }
 
-    /// Pops the warmest idle server that is still alive and not expired.
-    fn take_idle(&self, now: Instant) -> Option<Box<ServerConn>> {
+    /// Pops the warmest idle server started with `want` that is still alive and not expired.
+    /// In transaction mode every server is a plain one and the warmest is at the back.
+    fn take_idle(
+        &self,
+        now: Instant,
+        want: Option<&Arc<StartupSettings>>,
+    ) -> Option<Box<ServerConn>> {
         loop {
-            let conn = lock(&self.state).idle.pop_back()?;
+            let conn = {
+                let mut st = lock(&self.state);
+                let at = st
+                    .idle
+                    .iter()
+                    .rposition(|c| c.startup.as_deref() == want.map(|w| &**w))?;
+                st.idle.remove(at)?
+            };
             if !conn.expired(now) && conn.stream.looks_alive() {
                 return Some(conn);
             }
@@ -564,12 +632,17 @@ impl Pool {
     async fn open_conn(
         self: &Arc<Self>,
         target: &ServerTarget,
+        want: Option<&Arc<StartupSettings>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
-        match connect(target).await {
+        match connect(target, want).await {
             Ok(conn) => {
                 let mut conn = Box::new(conn);
                 target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
+                if conn.startup.is_some() {
+                    // A client's own server: its settings are not the pool's welcome set.
+                    return Ok(conn);
+                }
                 let mut welcome = lock(&self.welcome);
                 let base = welcome.get_or_insert_with(|| conn.params.to_shared());
                 // Servers of one pool report the same settings: share the welcome set, so the
@@ -621,7 +694,7 @@ impl Pool {
                 else {
                     break;
                 };
-                match connect(&target).await {
+                match connect(&target, None).await {
                     Ok(conn) => {
                         breaker.on_success();
                         conn.stream.try_terminate();
@@ -722,6 +795,66 @@ impl Pool {
         self.give_caps();
         if !self.is_closed() && lock(&self.state).open < self.settings().min_size {
             self.refill.notify_one();
+        }
+    }
+}
+
+/// A client counted in [`PoolStats::waiting`] for as long as this lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The first `n` caps of a pool, taken by [`Pool::take_caps`] and given back on drop unless
+/// the whole set was taken (then `n` is reset to 0 and the slots stay taken).
+struct TakenCaps<'a> {
+    caps: &'a [Arc<ConnCap>],
+    n: usize,
+}
+
+impl Drop for TakenCaps<'_> {
+    fn drop(&mut self) {
+        for cap in &self.caps[..self.n] {
+            cap.give();
+        }
+    }
+}
+
+/// A server being opened: counted in `open` and holding the pool's cap slots. Dropped without
+/// [`OpeningSlot::keep`] (the connect failed, or the acquire was abandoned mid-connect) it
+/// gives both back, so an abandoned connect can never shrink the pool for good.
+struct OpeningSlot<'a> {
+    pool: &'a Pool,
+    kept: bool,
+}
+
+impl<'a> OpeningSlot<'a> {
+    fn take(pool: &'a Pool) -> Self {
+        lock(&pool.state).open += 1;
+        OpeningSlot { pool, kept: false }
+    }
+
+    /// The connect succeeded: the count and the slots now belong to the new connection.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OpeningSlot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            lock(&self.pool.state).open -= 1;
+            self.pool.give_caps();
         }
     }
 }
