@@ -3,15 +3,14 @@
 //! statements whose server died.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pgtide_harness::{pg_command, Auth, Cluster, Pgtide};
 
 mod common;
+use common::drivers::{manifest_dir, python, text};
 use common::*;
 
 fn cluster() -> Cluster {
@@ -34,14 +33,6 @@ fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
         .arg(DB)
         .output()
         .expect("pgbench runs")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -215,34 +206,6 @@ async fn sql_prepare_is_refused_with_a_clear_error_and_deallocate_all_stays_in_s
             .get::<_, i32>(0),
         42
     );
-}
-
-/// This package's directory, as cargo gives it to the running test: the compile-time value is
-/// only a fallback, because a test binary reused from a shared target directory may have been
-/// built from another checkout.
-fn manifest_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-/// The driver-test Python (asyncpg, psycopg 3), set up once per test process.
-fn python() -> &'static PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let script = manifest_dir().join("drivers/setup.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("runs tests/drivers/setup.sh");
-        assert!(
-            out.status.success(),
-            "tests/drivers/setup.sh failed:\n{}",
-            text(&out)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().expect("python path").trim())
-    })
 }
 
 fn run_driver(script: &str, dsn: String) -> serde_json::Value {

@@ -166,3 +166,29 @@ fn reset_returns_to_the_client_startup_values_in_session_mode() {
     again.rows("reset all").unwrap();
     assert_eq!(again.one("show datestyle"), "Postgres, MDY");
 }
+
+/// The defect as users met it: with `PGDATESTYLE=German` psycopg (libpq underneath) picks its
+/// date parser from the DateStyle the login reports; through pgtide it must read the same
+/// values as directly, in both modes (and, in session mode, RESET ALL back to German).
+#[test]
+fn psycopg_with_pgdatestyle_german_reads_dates_as_directly() {
+    use common::drivers::{driver_script, text};
+    for mode in MODES {
+        let (cluster, p) = setup(mode);
+        let run = |port: u16| {
+            let dsn = format!("postgresql://{USER}@127.0.0.1:{port}/{DB}");
+            let out = driver_script("psycopg_dates.py")
+                .arg(dsn)
+                .args((mode == "session").then_some("reset"))
+                .env("PGDATESTYLE", "German")
+                .env("PGTZ", "Europe/Berlin")
+                .output()
+                .expect("psycopg_dates.py runs");
+            assert!(out.status.success(), "{mode} mode:\n{}", text(&out));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let direct = run(cluster.port());
+        assert!(direct.contains("2024-03-01"), "{direct}");
+        assert_eq!(run(p.port()), direct, "{mode} mode");
+    }
+}

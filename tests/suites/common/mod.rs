@@ -3,6 +3,7 @@
 //! `mod common;`; each suite uses a subset, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod drivers;
 pub mod raw;
 
 use std::process::Command;
