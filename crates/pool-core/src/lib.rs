@@ -17,6 +17,7 @@
 //! - `report`, `events` — one call per failure: counter, rate-limited log line, event ring.
 //! - `io` — whole-frame reads for the startup/auth phases.
 //! - `runtime` — the tokio runtime, sized by `pgtide.workers`.
+//! - `clock` — the crate's one clock (tokio's `Instant`: paused-time tests drive it).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod breaker;
 pub mod budget;
 pub mod cancel;
 mod client;
+pub mod clock;
 pub mod error;
 pub mod events;
 pub mod failure;

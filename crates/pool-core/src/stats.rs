@@ -33,6 +33,39 @@ pub struct PoolStats {
     pub closes: AtomicU64,
     /// Clients that gave up at acquire_timeout.
     pub acquire_timeouts: AtomicU64,
+    /// Server time of transactions (first byte sent to the ReadyForQuery that ends them,
+    /// without the client's think time between statements): count, sum, histogram.
+    pub server_tx: DurationHist,
+    /// Server time of each round trip to the server (a Query, or extended messages up to
+    /// their Sync, to its ReadyForQuery).
+    pub server_query: DurationHist,
+}
+
+/// A count, a sum and a power-of-two histogram of durations, updated with relaxed atomic
+/// adds (bucket `i` counts durations below 2^i µs, as [`wait_bucket`]).
+#[derive(Debug, Default)]
+pub struct DurationHist {
+    /// Durations recorded.
+    pub count: AtomicU64,
+    /// Their sum, in nanoseconds.
+    pub sum_ns: AtomicU64,
+    /// By bucket.
+    pub buckets: [AtomicU64; WAIT_BUCKETS],
+}
+
+impl DurationHist {
+    /// Records one duration.
+    pub fn record(&self, d: Duration) {
+        self.count.fetch_add(1, Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Relaxed);
+        self.buckets[wait_bucket(d)].fetch_add(1, Relaxed);
+    }
+
+    /// A copy of the buckets, for percentiles between two snapshots.
+    pub fn histogram(&self) -> [u64; WAIT_BUCKETS] {
+        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
+    }
 }
 
 impl PoolStats {

@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::BytesMut;
 use pgtide_config::{PoolMode, PoolSettings};
@@ -631,7 +633,7 @@ impl Session {
             } else {
                 None
             };
-            if let Some(at) = deadline.map(tokio::time::Instant::from_std) {
+            if let Some(at) = deadline {
                 match timer.as_mut().as_pin_mut() {
                     Some(t) if t.deadline() == at => {}
                     Some(t) => t.reset(at),

@@ -4,7 +4,9 @@
 //! database's share) — the answer to "which queries are slow, and is it the pool or the
 //! database?". Off (no clock reads, no SQL copies) unless a threshold is set.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use crate::report::{Failures, SlowQuery};
 

@@ -15,7 +15,9 @@ use std::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -104,6 +106,12 @@ pub struct Checkout {
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
     acquired_at: Instant,
+    /// Server time of the current transaction's finished round trips.
+    busy: Duration,
+    /// Start of the round trip in progress: the checkout itself for the first (its bytes go
+    /// out right after), then each [`Checkout::asked`]. `None` while the server waits for the
+    /// client.
+    busy_from: Option<Instant>,
 }
 
 impl Checkout {
@@ -117,6 +125,38 @@ impl Checkout {
     /// The pool it came from.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The client sent the server a new sync point at `now` while it was waiting for the
+    /// client (a transaction's second statement, or the next one in session mode). Not needed
+    /// for the first: the checkout starts the clock.
+    pub fn asked(&mut self, now: Instant) {
+        self.busy_from.get_or_insert(now);
+    }
+
+    /// The server answered every sync point at `now` and the server stays with the client (a
+    /// transaction goes on, or session mode). With `transaction_done` the transaction's server
+    /// time is recorded and the next one starts from zero. The round trip that ends in a
+    /// release is recorded by the release itself (one clock read serves both).
+    pub fn answered(&mut self, now: Instant, transaction_done: bool) {
+        if let Some(from) = self.busy_from.take() {
+            let trip = now.saturating_duration_since(from);
+            self.pool.stats.server_query.record(trip);
+            self.busy += trip;
+        }
+        if transaction_done {
+            self.pool
+                .stats
+                .server_tx
+                .record(std::mem::take(&mut self.busy));
+        }
+    }
+
+    /// At release: the last round trip ends at `now`, and with it the transaction.
+    fn close_books(&mut self, now: Instant) {
+        if self.busy_from.is_some() || !self.busy.is_zero() {
+            self.answered(now, true);
+        }
     }
 }
 
@@ -341,6 +381,8 @@ impl Pool {
             permit: Some(permit),
             pool: self.clone(),
             acquired_at,
+            busy: Duration::ZERO,
+            busy_from: Some(acquired_at),
         }
     }
 
@@ -517,7 +559,11 @@ impl Pool {
     pub fn release(&self, mut checkout: Checkout, reusable: bool) {
         if let Some(conn) = checkout.conn.take() {
             let permit = checkout.permit.take();
-            self.give_back(conn, permit, Some(checkout.acquired_at), reusable);
+            let now = self.give_back(conn, permit, Some(checkout.acquired_at), reusable);
+            if reusable {
+                // Server time is known only for transactions that ended cleanly.
+                checkout.close_books(now);
+            }
         }
     }
 
@@ -736,7 +782,7 @@ impl Pool {
         permit: Option<OwnedSemaphorePermit>,
         acquired_at: Option<Instant>,
         reusable: bool,
-    ) {
+    ) -> Instant {
         // One clock read serves the hold time and the idle stamp.
         let now = Instant::now();
         if let Some(at) = acquired_at {
@@ -764,6 +810,7 @@ impl Pool {
         if let Some(permit) = permit {
             self.return_permit(permit);
         }
+        now
     }
 
     /// Returns a permit to the semaphore (waking the next waiter), or retires it when the pool

@@ -2,7 +2,9 @@
 //! parameters — all bounded by `connect_timeout`, every failure classified.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use bytes::BytesMut;
 use pgtide_config::Secret;

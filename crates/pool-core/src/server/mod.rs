@@ -11,9 +11,9 @@ pub use connect::{connect, ServerTarget};
 pub use params::{quote_literal, Entries, ParamSet, UNSETTABLE_PARAMS};
 pub use settings::StartupSettings;
 
+use crate::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use crate::stream::Stream;
 use pgtide_protocol::startup::CancelKey;
