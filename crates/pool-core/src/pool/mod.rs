@@ -430,7 +430,7 @@ impl Pool {
             tokio::select! {
                 biased;
                 r = &mut queued => return r.map_err(|_| self.closed_error()),
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = tokio::time::sleep_until(deadline) => {
                     self.stats.acquire_timeouts.fetch_add(1, Relaxed);
                     return Err(AcquireError::Timeout {
                         pool: self.name.clone(),
@@ -512,7 +512,7 @@ impl Pool {
                     continue;
                 }
                 let timed_out = match deadline {
-                    Some(d) => tokio::time::timeout_at(d.into(), freed).await.is_err(),
+                    Some(d) => tokio::time::timeout_at(d, freed).await.is_err(),
                     None => true,
                 };
                 if timed_out {
