@@ -17,13 +17,25 @@ use crate::clock::Instant;
 
 use tokio::sync::Notify;
 
-use crate::error::AcquireError;
 use crate::events::{Event, EventKind, EventRing};
 use crate::failure::FailureClass;
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// First probe delay; it doubles after each failed probe up to the configured maximum.
 const FIRST_PROBE_DELAY: Duration = Duration::from_millis(100);
+
+/// An open breaker, as facts for the error a client gets.
+#[derive(Debug, Clone)]
+pub struct BreakerOpen {
+    /// `host:port`.
+    pub server: String,
+    /// The class of the failures that opened it.
+    pub class: FailureClass,
+    /// The last failure's text.
+    pub reason: String,
+    /// How long it has been open.
+    pub open_for: std::time::Duration,
+}
 
 /// The breaker of one server address (`host:port`), shared by every pool that connects there.
 #[derive(Debug)]
@@ -95,14 +107,14 @@ impl Breaker {
         self.open.load(Relaxed)
     }
 
-    /// The error a client of `pool` gets while the breaker is open.
-    pub fn fail_fast(&self, pool: &str) -> Option<AcquireError> {
+    /// What a client needing a new server is told while the breaker is open (`None` when it
+    /// is closed): plain facts; the pool turns them into its error.
+    pub fn open_info(&self) -> Option<BreakerOpen> {
         if !self.is_open() {
             return None;
         }
         let st = lock(&self.state).clone();
-        Some(AcquireError::Unavailable {
-            pool: pool.to_owned(),
+        Some(BreakerOpen {
             server: self.addr.clone(),
             class: st.class,
             reason: st.reason,
@@ -240,11 +252,11 @@ mod tests {
         let (b, ring) = breaker(3);
         assert!(!b.on_failure(FailureClass::ConnectRefused, "refused"));
         assert!(!b.on_failure(FailureClass::ConnectRefused, "refused"));
-        assert!(b.fail_fast("app/u").is_none());
+        assert!(b.open_info().is_none());
         assert!(b.on_failure(FailureClass::ConnectRefused, "refused"));
-        let err = b.fail_fast("app/u").expect("open");
-        assert_eq!(err.class(), FailureClass::ConnectRefused);
-        assert!(err.to_string().contains("db:5432"), "{err}");
+        let open = b.open_info().expect("open");
+        assert_eq!(open.class, FailureClass::ConnectRefused);
+        assert_eq!(open.server, "db:5432");
         b.on_success();
         assert!(!b.is_open());
         let kinds: Vec<_> = ring.recent(10).iter().map(|e| e.kind).collect();

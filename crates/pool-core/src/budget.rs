@@ -8,11 +8,18 @@
 //! to be freed. A limit of 0 means no cap; limits change live on reload.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
-use crate::pool::{lock, Pool};
+use crate::sync::lock;
+
+/// What a cap needs of the pools under it: closing one idle server to free a slot. A trait so
+/// that caps do not depend on the pool (and can be tested without one).
+pub trait ReclaimIdle: Send + Sync + std::fmt::Debug {
+    /// Closes the oldest idle server, if any; true when one was closed.
+    fn close_one_idle(&self) -> bool;
+}
 
 /// One cap and the pools under it.
 #[derive(Debug)]
@@ -23,7 +30,7 @@ pub struct ConnCap {
     used: AtomicU32,
     /// A slot was freed (one waiter is woken per slot).
     freed: Notify,
-    members: Mutex<Vec<Weak<Pool>>>,
+    members: Mutex<Vec<Weak<dyn ReclaimIdle>>>,
 }
 
 impl ConnCap {
@@ -62,7 +69,7 @@ impl ConnCap {
     }
 
     /// Registers a pool whose idle servers may be closed to make room for another.
-    pub fn join(&self, pool: Weak<Pool>) {
+    pub fn join(&self, pool: Weak<dyn ReclaimIdle>) {
         let mut members = lock(&self.members);
         members.retain(|p| p.strong_count() > 0);
         members.push(pool);
@@ -88,14 +95,14 @@ impl ConnCap {
 
     /// Asks another pool under this cap to close one idle server; true when one was closed
     /// (its slot is then free).
-    pub fn reclaim_idle(&self, except: &Pool) -> bool {
+    pub fn reclaim_idle(&self, except: &dyn ReclaimIdle) -> bool {
         let members: Vec<_> = lock(&self.members)
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
         members
             .iter()
-            .filter(|p| !std::ptr::eq(p.as_ref(), except))
+            .filter(|p| !std::ptr::addr_eq(Arc::as_ptr(p), except))
             .any(|p| p.close_one_idle())
     }
 

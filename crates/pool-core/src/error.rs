@@ -220,6 +220,17 @@ impl AcquireError {
         }
     }
 
+    /// A client of `pool` needing a new server while its server's breaker is open.
+    pub fn unavailable(pool: &str, open: crate::breaker::BreakerOpen) -> Self {
+        AcquireError::Unavailable {
+            pool: pool.to_owned(),
+            server: open.server,
+            class: open.class,
+            reason: open.reason,
+            open_for: open.open_for,
+        }
+    }
+
     /// The SQLSTATE the client sees.
     pub fn sqlstate(&self) -> SqlState {
         match self {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::failure::FailureClass;
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// Events kept; older ones are dropped first.
 pub const EVENT_RING_CAPACITY: usize = 1024;

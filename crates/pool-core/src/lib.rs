@@ -39,6 +39,7 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod stream;
+mod sync;
 pub mod tls;
 
 pub use auth::Authenticator;

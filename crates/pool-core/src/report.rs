@@ -12,7 +12,7 @@ use crate::clock::Instant;
 
 use crate::events::{Event, EventKind, EventRing};
 use crate::failure::FailureClass;
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// Log lines per class per second before further ones are only counted (and summarised in the
 /// next line that gets through).

@@ -13,9 +13,10 @@ use crate::breaker::Breaker;
 use crate::budget::ConnCap;
 use crate::cancel::CancelRegistry;
 use crate::events::EventRing;
-use crate::pool::{lock, Pool, PoolEnv, PoolKey};
+use crate::pool::{Pool, PoolEnv, PoolKey};
 use crate::report::Failures;
 use crate::server::ServerTarget;
+use crate::sync::lock;
 use crate::tls::ServerTlsSetups;
 use tokio_rustls::TlsAcceptor;
 
@@ -116,6 +117,7 @@ impl Shared {
                 let env = PoolEnv {
                     failures: self.failures.clone(),
                     caps: self.caps_for(&config, &key),
+                    connector: Arc::new(crate::server::TcpConnector),
                 };
                 let pool = Pool::new(key, target, settings, env);
                 spawn_maintenance(Arc::downgrade(&pool));

@@ -24,6 +24,13 @@ pub enum Stream {
     Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS opened by pgtide (server side).
     Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-memory server of the pool's own tests (`pool/fake.rs`); not in the daemon.
+    /// The flag is cleared when the fake kills that server.
+    #[cfg(test)]
+    Memory(
+        Box<tokio::io::DuplexStream>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ),
 }
 
 impl Stream {
@@ -38,6 +45,10 @@ impl Stream {
             Stream::Plain(s) => s,
             Stream::Accepted(s) => s.get_ref().0,
             Stream::Connected(s) => s.get_ref().0,
+            #[cfg(test)]
+            Stream::Memory(..) => {
+                unreachable!("memory streams stand in for servers, never clients")
+            }
         }
     }
 
@@ -50,6 +61,8 @@ impl Stream {
                 let mut probe = [0u8; 1];
                 matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
+            #[cfg(test)]
+            Stream::Memory(_, alive) => alive.load(std::sync::atomic::Ordering::Relaxed),
             _ => true,
         }
     }
@@ -93,6 +106,8 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Accepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Connected(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(test)]
+            Stream::Memory(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -107,6 +122,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
             Stream::Accepted(s) => Pin::new(s.as_mut()).poll_write(cx, data),
             Stream::Connected(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+            #[cfg(test)]
+            Stream::Memory(s, _) => Pin::new(s.as_mut()).poll_write(cx, data),
         }
     }
 
@@ -115,6 +132,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(test)]
+            Stream::Memory(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -123,6 +142,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(test)]
+            Stream::Memory(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{
     AtomicBool, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -22,13 +22,17 @@ use crate::clock::Instant;
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 mod welcome;
 
 use crate::breaker::Breaker;
 use crate::budget::ConnCap;
 use crate::error::AcquireError;
 use crate::report::Failures;
-use crate::server::{connect, Entries, ParamSet, ServerConn, ServerTarget, StartupSettings};
+use crate::server::{Connect, Entries, ParamSet, ServerConn, ServerTarget, StartupSettings};
 use crate::stats::PoolStats;
 
 /// What a pool shares with the rest of the process.
@@ -38,6 +42,9 @@ pub struct PoolEnv {
     pub failures: Arc<Failures>,
     /// Caps across pools (`max_db_connections`, `max_user_connections`) this pool counts against.
     pub caps: Vec<Arc<ConnCap>>,
+    /// How servers are opened: [`crate::server::TcpConnector`] in the daemon, a fake in the
+    /// pool's own tests.
+    pub connector: Arc<dyn Connect>,
 }
 
 /// Which pool: the database name clients use and the client's user name.
@@ -201,8 +208,10 @@ impl Pool {
             refill: Arc::new(Notify::new()),
             stats: PoolStats::default(),
         });
+        let weak = Arc::downgrade(&pool);
+        let member: std::sync::Weak<dyn crate::budget::ReclaimIdle> = weak;
         for cap in &pool.env.caps {
-            cap.join(Arc::downgrade(&pool));
+            cap.join(member.clone());
         }
         pool
     }
@@ -423,8 +432,8 @@ impl Pool {
         loop {
             let opened = breaker.opened();
             if breaker.is_open() && self.idle_count() == 0 {
-                if let Some(e) = breaker.fail_fast(&self.name) {
-                    return Err(e);
+                if let Some(open) = breaker.open_info() {
+                    return Err(AcquireError::unavailable(&self.name, open));
                 }
             }
             tokio::select! {
@@ -456,9 +465,9 @@ impl Pool {
         want: Option<&Arc<StartupSettings>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
         let target = self.target();
-        if let Some(e) = target.breaker.fail_fast(&self.name) {
+        if let Some(open) = target.breaker.open_info() {
             self.spawn_probe(&target);
-            return Err(e);
+            return Err(AcquireError::unavailable(&self.name, open));
         }
         self.make_room();
         self.take_caps(Some(deadline), start).await?;
@@ -538,6 +547,12 @@ impl Pool {
 
     /// Closes the oldest idle server, if any (a sibling pool under a shared cap needs the slot).
     pub fn close_one_idle(&self) -> bool {
+        crate::budget::ReclaimIdle::close_one_idle(self)
+    }
+}
+
+impl crate::budget::ReclaimIdle for Pool {
+    fn close_one_idle(&self) -> bool {
         let conn = {
             let mut st = lock(&self.state);
             let Some(conn) = st.idle.pop_front() else {
@@ -549,7 +564,9 @@ impl Pool {
         self.close_conn(conn);
         true
     }
+}
 
+impl Pool {
     fn idle_count(&self) -> usize {
         lock(&self.state).idle.len()
     }
@@ -680,7 +697,7 @@ impl Pool {
         target: &ServerTarget,
         want: Option<&Arc<StartupSettings>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
-        match connect(target, want).await {
+        match self.env.connector.connect(target, want).await {
             Ok(conn) => {
                 let mut conn = Box::new(conn);
                 target.breaker.on_success();
@@ -733,14 +750,14 @@ impl Pool {
                 if !breaker.is_open() {
                     break;
                 }
-                let Some(target) = pool
+                let Some((target, connector)) = pool
                     .upgrade()
                     .filter(|p| !p.is_closed())
-                    .map(|p| p.target())
+                    .map(|p| (p.target(), p.env.connector.clone()))
                 else {
                     break;
                 };
-                match connect(&target, None).await {
+                match connector.connect(&target, None).await {
                     Ok(conn) => {
                         breaker.on_success();
                         conn.stream.try_terminate();
@@ -906,8 +923,5 @@ impl Drop for OpeningSlot<'_> {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: the guarded data is plain bookkeeping that stays
-/// consistent even if a holder panicked.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Re-exported for modules that still import it from here; new code uses `crate::sync::lock`.
+pub(crate) use crate::sync::lock;

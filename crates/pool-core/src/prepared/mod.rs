@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{BufMut, BytesMut};
 
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// One server-side statement: `pgtide_<id>` with a fixed text and parameter types.
 #[derive(Debug)]

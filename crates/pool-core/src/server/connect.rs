@@ -22,8 +22,8 @@ use std::sync::Arc;
 use super::{ParamSet, ServerConn, StartupSettings};
 use crate::error::ServerError;
 use crate::io::{read_frame, ReadFrameError};
-use crate::pool::lock;
 use crate::stream::Stream;
+use crate::sync::lock;
 use crate::tls::ServerTlsSetup;
 
 /// Everything needed to open a connection for one pool.

@@ -3,11 +3,13 @@
 
 pub mod buffers;
 mod connect;
+mod connector;
 mod own_query;
 mod params;
 mod settings;
 
 pub use connect::{connect, ServerTarget};
+pub use connector::{Connect, Connecting, TcpConnector};
 pub use params::{quote_literal, Entries, ParamSet, UNSETTABLE_PARAMS};
 pub use settings::StartupSettings;
 

@@ -1,0 +1,359 @@
+//! The pool's state machine without PostgreSQL: servers come from [`FakeConnector`], time is
+//! tokio's paused clock (every test runs in virtual time; a 5 s acquire_timeout costs nothing).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgtide_config::{HumanDuration, PoolSettings};
+
+use super::fake::{FakeConnector, Outcome};
+use super::{Pool, PoolEnv, PoolKey};
+use crate::breaker::Breaker;
+use crate::budget::ConnCap;
+use crate::clock::Instant;
+use crate::error::AcquireError;
+use crate::events::EventRing;
+use crate::failure::FailureClass;
+use crate::report::Failures;
+use crate::server::{ServerTarget, StartupSettings};
+
+struct Fixture {
+    pool: Arc<Pool>,
+    fake: Arc<FakeConnector>,
+}
+
+fn settings(max_size: u32) -> PoolSettings {
+    PoolSettings {
+        max_size,
+        acquire_timeout: HumanDuration::from_secs(2),
+        connect_timeout: HumanDuration::from_secs(1),
+        ..PoolSettings::default()
+    }
+}
+
+fn target(breaker_threshold: u32, events: &Arc<EventRing>) -> ServerTarget {
+    ServerTarget {
+        host: "db".into(),
+        port: 5432,
+        dbname: "app".into(),
+        user: "app".into(),
+        password: None,
+        startup_params: Vec::new(),
+        connect_timeout: Duration::from_secs(1),
+        tls: None,
+        max_lifetime: None,
+        breaker: Arc::new(Breaker::new(
+            "db:5432".into(),
+            breaker_threshold,
+            Duration::from_secs(4),
+            events.clone(),
+        )),
+        scram_keys: Default::default(),
+    }
+}
+
+fn fixture_with(settings: PoolSettings, caps: Vec<Arc<ConnCap>>, threshold: u32) -> Fixture {
+    let events = Arc::new(EventRing::default());
+    let fake = Arc::new(FakeConnector::default());
+    let env = PoolEnv {
+        failures: Arc::new(Failures::new(events.clone())),
+        caps,
+        connector: fake.clone(),
+    };
+    let key = PoolKey {
+        database: "app".into(),
+        user: "app".into(),
+    };
+    let pool = Pool::new(key, target(threshold, &events), settings, env);
+    Fixture { pool, fake }
+}
+
+fn fixture(max_size: u32) -> Fixture {
+    fixture_with(settings(max_size), Vec::new(), 0)
+}
+
+/// (open, idle, max_size, checked out).
+fn sizes(p: &Pool) -> (u32, usize, u32, usize) {
+    let (open, idle, max) = p.sizes();
+    (open, idle, max, p.stats.active.load(Relaxed))
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_clients_are_served_in_arrival_order() {
+    let f = fixture(1);
+    let first = f.pool.acquire().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..4 {
+        let pool = f.pool.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let c = pool.acquire().await.unwrap();
+            tx.send(i).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            pool.release(c, true);
+        });
+        // Each waiter queues before the next one starts.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(f.pool.stats.waiting.load(Relaxed), 4);
+    f.pool.release(first, true);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.push(rx.recv().await.unwrap());
+    }
+    assert_eq!(order, [0, 1, 2, 3]);
+    assert_eq!(
+        f.fake.attempts.load(Relaxed),
+        1,
+        "one server served everyone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acquire_times_out_at_acquire_timeout_and_leaves_the_queue() {
+    let f = fixture(1);
+    let held = f.pool.acquire().await.unwrap();
+    let start = Instant::now();
+    let err = f.pool.acquire().await.unwrap_err();
+    assert!(matches!(err, AcquireError::Timeout { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::AcquireTimeout);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(f.pool.stats.acquire_timeouts.load(Relaxed), 1);
+    assert_eq!(f.pool.stats.waiting.load(Relaxed), 0);
+    f.pool.release(held, true);
+    assert_eq!(sizes(&f.pool), (1, 1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shrinking_under_load_retires_servers_as_they_come_back() {
+    let f = fixture(4);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(f.pool.acquire().await.unwrap());
+    }
+    f.pool.set_max_size(2);
+    assert_eq!(sizes(&f.pool), (4, 0, 2, 4), "no client is dropped");
+    // No permit is free: a new client waits, even though two will be retired.
+    assert!(f.pool.try_acquire().is_none());
+    for c in held.drain(..2) {
+        f.pool.release(c, true);
+    }
+    assert_eq!(
+        sizes(&f.pool),
+        (2, 0, 2, 2),
+        "the first two back are closed"
+    );
+    assert!(f.pool.try_acquire().is_none(), "their permits were retired");
+    for c in held.drain(..) {
+        f.pool.release(c, true);
+    }
+    assert_eq!(sizes(&f.pool), (2, 2, 2, 0));
+    let a = f.pool.try_acquire().unwrap();
+    let b = f.pool.try_acquire().unwrap();
+    assert!(f.pool.try_acquire().is_none(), "exactly max_size permits");
+    f.pool.release(a, true);
+    f.pool.release(b, true);
+    assert_eq!(f.fake.live(), 2, "closed servers' sockets are gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn growing_serves_waiting_clients_at_once() {
+    let f = fixture(1);
+    let held = f.pool.acquire().await.unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let pool = f.pool.clone();
+        waiters.push(tokio::spawn(
+            async move { pool.acquire().await.map(|_| ()) },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    f.pool.set_max_size(3);
+    for w in waiters {
+        let started = Instant::now();
+        w.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_cap_takes_an_idle_server_from_a_sibling_then_waits() {
+    let cap = Arc::new(ConnCap::new("max_db_connections of database app".into(), 2));
+    let a = fixture_with(settings(5), vec![cap.clone()], 0);
+    let b = fixture_with(settings(5), vec![cap.clone()], 0);
+    let a1 = a.pool.acquire().await.unwrap();
+    let a2 = a.pool.acquire().await.unwrap();
+    a.pool.release(a2, true);
+    assert_eq!(cap.used(), 2);
+    // B needs a server: A's idle one is closed for it.
+    let b1 = b.pool.acquire().await.unwrap();
+    assert_eq!(sizes(&a.pool), (1, 0, 5, 1));
+    assert_eq!(cap.used(), 2);
+    // Nothing idle left anywhere: B waits for a slot until its deadline.
+    let start = Instant::now();
+    let err = b.pool.acquire().await.unwrap_err();
+    assert!(matches!(err, AcquireError::CapReached { .. }), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    // A slot freed by A wakes a waiting B.
+    let pool = b.pool.clone();
+    let waiter = tokio::spawn(async move { pool.acquire().await.is_ok() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(a1); // closed, not reused: its slot is free
+    assert!(waiter.await.unwrap());
+    drop(b1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_fails_fast_probes_and_closes() {
+    let f = fixture_with(settings(5), Vec::new(), 2);
+    f.fake.set(Outcome::Refused);
+    for _ in 0..2 {
+        let err = f.pool.acquire().await.unwrap_err();
+        assert_eq!(err.class(), FailureClass::ConnectRefused);
+    }
+    let breaker = f.pool.target().breaker.clone();
+    assert!(breaker.is_open());
+    // Fail fast: no connect is attempted for clients while the probe runs.
+    let attempts = f.fake.attempts.load(Relaxed);
+    let err = f.pool.acquire().await.unwrap_err();
+    assert!(matches!(err, AcquireError::Unavailable { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::ConnectRefused);
+    assert_eq!(f.fake.attempts.load(Relaxed), attempts);
+    // The server comes back: the probe finds it, and clients connect again.
+    f.fake.set(Outcome::Open);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while breaker.is_open() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!breaker.is_open(), "the probe closed the breaker");
+    assert!(
+        f.fake.attempts.load(Relaxed) > attempts,
+        "the probe connected"
+    );
+    f.pool.acquire().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_size_is_refilled_after_servers_die_and_reports_when_it_cannot() {
+    let f = fixture_with(
+        PoolSettings {
+            min_size: 2,
+            ..settings(5)
+        },
+        Vec::new(),
+        0,
+    );
+    assert!(f.pool.maintain().await);
+    assert_eq!(sizes(&f.pool), (2, 2, 5, 0));
+    f.fake.kill_all();
+    f.fake.set(Outcome::Refused);
+    assert!(
+        !f.pool.maintain().await,
+        "below min_size: the caller retries with backoff"
+    );
+    assert_eq!(sizes(&f.pool), (0, 0, 5, 0), "dead servers dropped");
+    f.fake.set(Outcome::Open);
+    assert!(f.pool.maintain().await);
+    assert_eq!(sizes(&f.pool), (2, 2, 5, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_acquire_gives_back_everything_it_took() {
+    let cap = Arc::new(ConnCap::new("max_user_connections of user app".into(), 3));
+    let f = fixture_with(settings(1), vec![cap.clone()], 0);
+    // Dropped mid-connect (a client's cancel): the open count and the cap slot come back.
+    f.fake.set(Outcome::Hang);
+    let pool = f.pool.clone();
+    let connecting = tokio::spawn(async move { pool.acquire().await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sizes(&f.pool).0, 1);
+    assert_eq!(cap.used(), 1);
+    connecting.abort();
+    let _ = connecting.await;
+    assert_eq!(sizes(&f.pool), (0, 0, 1, 0));
+    assert_eq!(cap.used(), 0);
+    // Dropped while queued: the waiting count comes back.
+    f.fake.set(Outcome::Open);
+    let held = f.pool.acquire().await.unwrap();
+    let pool = f.pool.clone();
+    let queued = tokio::spawn(async move { pool.acquire().await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(f.pool.stats.waiting.load(Relaxed), 1);
+    queued.abort();
+    let _ = queued.await;
+    assert_eq!(f.pool.stats.waiting.load(Relaxed), 0);
+    f.pool.release(held, true);
+    assert!(f.pool.try_acquire().is_some(), "its permit was never taken");
+}
+
+#[tokio::test(start_paused = true)]
+async fn servers_started_with_client_settings_go_only_to_those_clients() {
+    let f = fixture(2);
+    let german = Arc::new(settings_of(&[("datestyle", "German")]));
+    let plain = f.pool.acquire().await.unwrap();
+    f.pool.release(plain, true);
+    // A client with settings never gets the plain server; the pool has room for its own.
+    let mut g = f.pool.acquire_for(Some(&german)).await.unwrap();
+    assert_eq!(g.conn().startup.as_deref(), Some(&*german));
+    f.pool.release(g, true);
+    assert_eq!(sizes(&f.pool), (2, 2, 2, 0));
+    // Each kind finds its own idle server.
+    let mut p = f.pool.try_acquire().unwrap();
+    assert!(p.conn().startup.is_none());
+    f.pool.release(p, true);
+    let mut g = f.pool.try_acquire_for(Some(&german)).unwrap();
+    assert!(g.conn().startup.is_some());
+    f.pool.release(g, true);
+    // Full, and nothing idle matches: the oldest idle server makes room.
+    let iso = Arc::new(settings_of(&[("datestyle", "ISO")]));
+    assert!(f.pool.try_acquire_for(Some(&iso)).is_none());
+    let mut i = f.pool.acquire_for(Some(&iso)).await.unwrap();
+    assert_eq!(i.conn().startup.as_deref(), Some(&*iso));
+    assert_eq!(sizes(&f.pool), (2, 1, 2, 1));
+    f.pool.release(i, true);
+    assert_eq!(f.fake.live(), 2);
+}
+
+fn settings_of(pairs: &[(&str, &str)]) -> StartupSettings {
+    let startup = pgtide_protocol::startup::StartupMessage {
+        version: pgtide_protocol::startup::ProtocolVersion { major: 3, minor: 0 },
+        params: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    StartupSettings::from_startup(&startup)
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_time_counts_round_trips_not_the_clients_think_time() {
+    let f = fixture(1);
+    let mut c = f.pool.acquire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // first round trip
+    c.answered(Instant::now(), false);
+    tokio::time::sleep(Duration::from_secs(1)).await; // the client thinks
+    c.asked(Instant::now());
+    tokio::time::sleep(Duration::from_millis(200)).await; // second round trip
+    f.pool.release(c, true);
+    let tx = &f.pool.stats.server_tx;
+    assert_eq!(tx.count.load(Relaxed), 1);
+    assert_eq!(tx.sum_ns.load(Relaxed), 400_000_000);
+    assert_eq!(f.pool.stats.server_query.count.load(Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_53300_refusal_fails_that_acquire_only_and_is_classified() {
+    let f = fixture(2);
+    f.fake.then(&[Outcome::TooMany]);
+    let err = f.pool.acquire().await.unwrap_err();
+    assert_eq!(err.class(), FailureClass::ServerTooManyConnections);
+    assert_eq!(f.pool.stats.connect_failures.load(Relaxed), 1);
+    assert_eq!(
+        sizes(&f.pool),
+        (0, 0, 2, 0),
+        "nothing counted for the refused connect"
+    );
+    f.pool.acquire().await.unwrap();
+}
