@@ -24,6 +24,7 @@ mod duration;
 mod error;
 mod files;
 mod load;
+mod overrides;
 mod pool;
 mod secret;
 mod sections;
@@ -36,6 +37,7 @@ pub use duration::{format_duration, parse_duration, DurationParseError, HumanDur
 pub use error::{ConfigError, Problem};
 pub use files::{AdminToken, AuthFile, AuthUser, Role, TokensFile};
 pub use load::{Loader, ENV_PREFIX};
+pub use overrides::{in_force, InForce, PoolOverrides, Source};
 pub use pool::{AdaptiveSettings, PoolMode, PoolSettings};
 pub use secret::{Secret, REDACTED};
 pub use sections::{

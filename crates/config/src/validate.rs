@@ -159,7 +159,7 @@ fn general(config: &Config, out: &mut Vec<Problem>) {
 }
 
 /// Problems in one set of pool settings, as (field, message).
-fn pool_problems(p: &PoolSettings) -> Vec<(&'static str, String)> {
+pub(crate) fn pool_problems(p: &PoolSettings) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if p.max_size == 0 {
         out.push(("max_size", "must be > 0, got 0".to_owned()));

@@ -678,11 +678,14 @@ impl Pool {
         loop {
             let conn = {
                 let mut st = lock(&self.state);
-                let at = st
-                    .idle
-                    .iter()
-                    .rposition(|c| c.startup.as_deref() == want.map(|w| &**w))?;
-                st.idle.remove(at)?
+                let fits = |c: &ServerConn| c.startup.as_deref() == want.map(|w| &**w);
+                if st.idle.back().is_some_and(|c| fits(c)) {
+                    // The hot path: the warmest server fits (always, in transaction mode).
+                    st.idle.pop_back()?
+                } else {
+                    let at = st.idle.iter().rposition(|c| fits(c))?;
+                    st.idle.remove(at)?
+                }
             };
             if !conn.expired(now) && conn.stream.looks_alive() {
                 return Some(conn);
