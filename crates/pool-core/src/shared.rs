@@ -138,7 +138,7 @@ impl Shared {
             |key, pool| match config.pool_settings(&key.database, &key.user) {
                 Some(settings) => match self.target_for(&config, key, &settings) {
                     Some(target) => {
-                        pool.reconfigure(target, settings);
+                        let _ = pool.reconfigure(target, settings);
                         true
                     }
                     None => {

@@ -141,6 +141,7 @@ impl FakeConnector {
                     retire_at: target.max_lifetime.map(|l| now + l),
                     startup: startup.cloned(),
                     statements: Default::default(),
+                    generation: 0,
                     buffers: Default::default(),
                 })
             }

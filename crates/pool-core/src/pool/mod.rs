@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{Acquire, Relaxed},
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,11 +22,16 @@ use crate::clock::Instant;
 use pgtide_config::PoolSettings;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+mod admission;
 #[cfg(test)]
 mod fake;
+mod limits;
 #[cfg(test)]
 mod tests;
 mod welcome;
+
+pub use admission::Admission;
+pub use limits::{size_in_force, PoolReload};
 
 use crate::breaker::Breaker;
 use crate::budget::ConnCap;
@@ -97,6 +102,16 @@ pub struct Pool {
     env: PoolEnv,
     /// Wakes the maintenance task early when the pool fell below `min_size`.
     refill: Arc<Notify>,
+    /// The configuration, runtime overrides and controller target behind `settings`
+    /// (`limits.rs`); its lock orders writers, the hot path never takes it.
+    layers: Mutex<limits::Layers>,
+    /// Whether new transactions may take servers (`admission.rs`): pause and drain hold them.
+    admission: tokio::sync::watch::Sender<Admission>,
+    /// `admission` is `Open`: the one relaxed load the hot path pays for pausing.
+    admitting: AtomicBool,
+    /// Bumped by [`Pool::reconnect`]: servers of an older generation are closed when they come
+    /// back instead of being reused.
+    generation: AtomicU64,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
     /// Named prepared statements of this pool's clients (transaction-mode tracking).
@@ -192,6 +207,14 @@ impl Pool {
             statements: crate::prepared::Registry::new(key.to_string()),
             key,
             target: Mutex::new(Arc::new(target)),
+            layers: Mutex::new(limits::Layers {
+                config: settings.clone(),
+                overrides: Default::default(),
+                size_target: None,
+            }),
+            admission: tokio::sync::watch::Sender::new(Admission::Open),
+            admitting: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
             settings: Mutex::new(Arc::new(settings)),
             settings_version: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(max as usize)),
@@ -258,15 +281,6 @@ impl Pool {
         (st.open, st.idle.len(), st.max_size)
     }
 
-    /// Applies new settings live: limits change without dropping any client; connections
-    /// already open keep their target until they are next recycled.
-    pub fn reconfigure(&self, target: ServerTarget, settings: PoolSettings) {
-        self.set_max_size(settings.max_size);
-        *lock(&self.target) = Arc::new(target);
-        *lock(&self.settings) = Arc::new(settings);
-        self.settings_version.fetch_add(1, Release);
-    }
-
     /// Changes `max_size` live. Growing adds permits at once; shrinking retires free permits at
     /// once and busy ones as they are released, and closes surplus idle servers.
     pub fn set_max_size(&self, new_max: u32) {
@@ -307,6 +321,8 @@ impl Pool {
     pub fn close(&self) {
         self.closed.store(true, Relaxed);
         self.permits.close();
+        // Clients waiting for a paused pool go on to fail with `Closed`.
+        self.admission.send_replace(Admission::Open);
         let idle: Vec<_> = {
             let mut st = lock(&self.state);
             let idle: Vec<_> = st.idle.drain(..).collect();
@@ -337,6 +353,11 @@ impl Pool {
         self: &Arc<Self>,
         want: Option<&Arc<StartupSettings>>,
     ) -> Result<Checkout, AcquireError> {
+        if !self.admitting.load(Relaxed) {
+            // Paused or draining: wait to be let in; acquire_timeout starts after.
+            let _queued = Waiting::enter(&self.stats.waiting);
+            self.admitted().await;
+        }
         let timeout = lock(&self.settings).acquire_timeout.get();
         // Clocks are read once on the fast path (a permit and a warm server at hand): the wait
         // is then recorded as zero and the hold time starts here.
@@ -407,6 +428,9 @@ impl Pool {
         self: &Arc<Self>,
         want: Option<&Arc<StartupSettings>>,
     ) -> Option<Checkout> {
+        if !self.admitting.load(Relaxed) {
+            return None;
+        }
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let now = Instant::now();
         let Some(conn) = self.take_idle(now, want) else {
@@ -631,7 +655,11 @@ impl Pool {
             self.close_conn(conn);
         }
         let target = self.target();
-        while !self.closed.load(Relaxed) && lock(&self.state).open < settings.min_size {
+        // A paused or draining pool opens nothing (a drain must end with no server).
+        while !self.closed.load(Relaxed)
+            && self.admitting.load(Relaxed)
+            && lock(&self.state).open < settings.min_size
+        {
             if target.breaker.is_open() {
                 // The probe decides when connecting makes sense again.
                 self.spawn_probe(&target);
@@ -687,7 +715,7 @@ impl Pool {
                     st.idle.remove(at)?
                 }
             };
-            if !conn.expired(now) && conn.stream.looks_alive() {
+            if !conn.expired(now) && conn.stream.looks_alive() && self.reuses(&conn) {
                 return Some(conn);
             }
             lock(&self.state).open -= 1;
@@ -703,6 +731,7 @@ impl Pool {
         match self.env.connector.connect(target, want).await {
             Ok(conn) => {
                 let mut conn = Box::new(conn);
+                conn.generation = self.generation.load(Relaxed);
                 target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
                 if conn.startup.is_some() {
@@ -815,6 +844,7 @@ impl Pool {
                 && !self.closed.load(Relaxed)
                 && st.open <= st.max_size
                 && !conn.expired(now)
+                && self.reuses(&conn)
             {
                 conn.idle_since = now;
                 st.idle.push_back(conn);
@@ -860,6 +890,7 @@ impl Pool {
         conn.stream.try_terminate();
         drop(conn);
         self.give_caps();
+        self.note_closed();
         if !self.is_closed() && lock(&self.state).open < self.settings().min_size {
             self.refill.notify_one();
         }

@@ -357,3 +357,123 @@ async fn a_53300_refusal_fails_that_acquire_only_and_is_classified() {
     );
     f.pool.acquire().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_holds_new_transactions_without_their_timeout_and_resume_releases_them() {
+    let f = fixture(2);
+    let inflight = f.pool.acquire().await.unwrap();
+    f.pool.pause();
+    assert!(f.pool.try_acquire().is_none());
+    let pool = f.pool.clone();
+    let waiter = tokio::spawn(async move { pool.acquire().await.map(|_| ()) });
+    // Paused far longer than acquire_timeout (2 s): the waiter is still waiting, counted.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!waiter.is_finished());
+    assert_eq!(f.pool.stats.waiting.load(Relaxed), 1);
+    // The transaction in flight finishes and its server stays.
+    f.pool.release(inflight, true);
+    assert_eq!(sizes(&f.pool), (1, 1, 2, 0));
+    f.pool.resume();
+    waiter.await.unwrap().unwrap();
+    assert_eq!(
+        f.fake.attempts.load(Relaxed),
+        1,
+        "the kept server served the waiter"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_lets_go_of_every_server_and_opens_none() {
+    let f = fixture_with(
+        PoolSettings {
+            min_size: 1,
+            ..settings(3)
+        },
+        Vec::new(),
+        0,
+    );
+    let busy = f.pool.acquire().await.unwrap();
+    let idle = f.pool.acquire().await.unwrap();
+    f.pool.release(idle, true);
+    f.pool.drain();
+    assert_eq!(
+        sizes(&f.pool),
+        (1, 0, 3, 1),
+        "the idle server closed at once"
+    );
+    assert!(f.pool.maintain().await, "no min_size refill while draining");
+    assert_eq!(sizes(&f.pool).0, 1);
+    let pool = f.pool.clone();
+    let done = tokio::spawn(async move { pool.drained().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!done.is_finished(), "a server is still in use");
+    f.pool.release(busy, true);
+    done.await.unwrap();
+    assert_eq!(sizes(&f.pool), (0, 0, 3, 0));
+    assert_eq!(f.fake.live(), 0);
+    f.pool.resume();
+    f.pool.acquire().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_replaces_servers_without_interrupting_clients() {
+    let f = fixture(3);
+    let busy = f.pool.acquire().await.unwrap();
+    let idle = f.pool.acquire().await.unwrap();
+    f.pool.release(idle, true);
+    f.pool.reconnect();
+    assert_eq!(sizes(&f.pool), (1, 0, 3, 1));
+    f.pool.release(busy, true);
+    assert_eq!(
+        sizes(&f.pool),
+        (0, 0, 3, 0),
+        "the busy one closed when it came back"
+    );
+    let attempts = f.fake.attempts.load(Relaxed);
+    f.pool.acquire().await.unwrap();
+    assert_eq!(
+        f.fake.attempts.load(Relaxed),
+        attempts + 1,
+        "a new server was opened"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn overrides_and_the_target_survive_a_reload_and_the_size_follows_them() {
+    let f = fixture(10);
+    f.pool
+        .set_override("max_size", toml::Value::Integer(4))
+        .unwrap();
+    assert_eq!(f.pool.sizes().2, 4);
+    assert!(f
+        .pool
+        .set_override("min_size", toml::Value::Integer(5))
+        .is_err());
+    f.pool.set_size_target(Some(2));
+    assert_eq!(f.pool.sizes().2, 2);
+    let events = Arc::new(EventRing::default());
+    let reload = f.pool.reconfigure(target(0, &events), settings(20));
+    assert_eq!(reload.masked, ["max_size"]);
+    assert!(reload.dropped.is_empty());
+    assert_eq!(f.pool.settings().max_size, 4, "the override still decides");
+    assert_eq!(f.pool.sizes().2, 2, "and so does the controller's target");
+    f.pool.set_size_target(None);
+    assert_eq!(f.pool.sizes().2, 4);
+    assert!(f.pool.clear_override("max_size"));
+    assert_eq!(f.pool.sizes().2, 20);
+    let size = f
+        .pool
+        .in_force()
+        .into_iter()
+        .find(|v| v.key == "size")
+        .unwrap();
+    assert_eq!(size.value, toml::Value::Integer(20));
+    // A reload that makes an override invalid drops it, and says why.
+    f.pool
+        .set_override("min_size", toml::Value::Integer(8))
+        .unwrap();
+    let reload = f.pool.reconfigure(target(0, &events), settings(5));
+    assert!(!reload.dropped.is_empty());
+    assert!(f.pool.overrides().is_empty());
+    assert_eq!(f.pool.settings().min_size, 0);
+}

@@ -263,6 +263,7 @@ async fn connect_unbounded(
         retire_at: t.max_lifetime.and_then(|l| now.checked_add(jitter(l))),
         startup: startup.cloned(),
         statements: Default::default(),
+        generation: 0,
         buffers: Default::default(),
     })
 }

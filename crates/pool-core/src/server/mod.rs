@@ -49,6 +49,9 @@ pub struct ServerConn {
     pub startup: Option<std::sync::Arc<StartupSettings>>,
     /// Named statements pgtide prepared on this server (transaction-mode tracking).
     pub statements: crate::prepared::ServerStatements,
+    /// The pool's generation when this server was opened (`Pool::reconnect` retires older
+    /// ones).
+    pub generation: u64,
     /// Forwarding buffers, reused by every transaction this server serves.
     pub buffers: buffers::Buffers,
 }
