@@ -110,6 +110,9 @@ pub struct Failures {
     windows: Mutex<[LogWindow; FailureClass::ALL.len() + 1]>,
     slow: AtomicU64,
     events: Arc<EventRing>,
+    /// Counts by pool (`database/user`, or `-` before a pool is known) and class: failures
+    /// are rare, so a lock per report is fine; the controller and the admin API read them.
+    by_pool: Mutex<std::collections::HashMap<String, [u64; FailureClass::ALL.len()]>>,
 }
 
 impl Failures {
@@ -126,12 +129,21 @@ impl Failures {
             ),
             slow: AtomicU64::new(0),
             events,
+            by_pool: Mutex::default(),
         }
+    }
+
+    /// Failures of `pool` counted so far, by class (indexed as [`FailureClass::ALL`]).
+    pub fn of_pool(&self, pool: &str) -> [u64; FailureClass::ALL.len()] {
+        lock(&self.by_pool).get(pool).copied().unwrap_or_default()
     }
 
     /// Counts, logs (rate-limited) and records one failure.
     pub fn report(&self, f: Failure<'_>) {
         self.counts[f.class as usize].fetch_add(1, Relaxed);
+        lock(&self.by_pool)
+            .entry(f.pool.to_owned())
+            .or_insert([0; FailureClass::ALL.len()])[f.class as usize] += 1;
         metrics::counter!("pgtide_failures_total", "pool" => f.pool.to_owned(), "class" => f.class.as_str())
             .increment(1);
         let mut event = Event::new(EventKind::Failure, f.pool, f.message);

@@ -33,6 +33,23 @@ pub struct PoolStats {
     pub closes: AtomicU64,
     /// Clients that gave up at acquire_timeout.
     pub acquire_timeouts: AtomicU64,
+    /// Acquire waits that ran into acquire_timeout (or a cap's), also in the wait histogram
+    /// at the time they waited: an exhausted pool shows in the wait percentiles.
+    pub timed_out_waits: AtomicU64,
+    /// Successful connects: their latency (TCP, TLS, authentication).
+    pub connect: DurationHist,
+    /// Failed connects by class (indexed as `FailureClass::ALL`).
+    pub connect_failures_by_class: [AtomicU64; crate::failure::FailureClass::ALL.len()],
+    /// Sum of the checkout instants (ns since the pool's epoch) of the servers checked out
+    /// now: with `hold_ns` it gives the integral of busy servers over time at any instant.
+    pub active_since_ns: AtomicU64,
+    /// Sum of the open instants of the established servers open now, and the lifetimes of
+    /// those closed: the integral of open servers over time.
+    pub open_since_ns: AtomicU64,
+    /// Lifetimes of closed servers, summed (ns).
+    pub closed_lifetimes_ns: AtomicU64,
+    /// Established servers open now.
+    pub established: AtomicU64,
     /// Server time of transactions (first byte sent to the ReadyForQuery that ends them,
     /// without the client's think time between statements): count, sum, histogram.
     pub server_tx: DurationHist,
@@ -81,6 +98,12 @@ impl PoolStats {
     pub fn record_hold(&self, held: Duration) {
         let ns = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         self.hold_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Records an acquire that gave up after waiting `waited`.
+    pub fn record_timed_out_wait(&self, waited: Duration) {
+        self.timed_out_waits.fetch_add(1, Relaxed);
+        self.acquire_wait_hist[wait_bucket(waited)].fetch_add(1, Relaxed);
     }
 
     /// A copy of the histogram, for computing percentiles between two snapshots.

@@ -26,12 +26,14 @@ mod admission;
 #[cfg(test)]
 mod fake;
 mod limits;
+mod signals;
 #[cfg(test)]
 mod tests;
 mod welcome;
 
 pub use admission::Admission;
 pub use limits::{size_in_force, PoolReload};
+pub use signals::{Percentiles, Signals};
 
 use crate::breaker::Breaker;
 use crate::budget::ConnCap;
@@ -112,6 +114,10 @@ pub struct Pool {
     /// Bumped by [`Pool::reconnect`]: servers of an older generation are closed when they come
     /// back instead of being reused.
     generation: AtomicU64,
+    /// The origin of the nanosecond instants in `stats` (utilization integrals).
+    epoch: Instant,
+    /// The last [`Pool::signals`] reading: its window starts there.
+    last_signals: Mutex<Option<signals::Reading>>,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
     /// Named prepared statements of this pool's clients (transaction-mode tracking).
@@ -215,6 +221,8 @@ impl Pool {
             admission: tokio::sync::watch::Sender::new(Admission::Open),
             admitting: AtomicBool::new(true),
             generation: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_signals: Mutex::new(None),
             settings: Mutex::new(Arc::new(settings)),
             settings_version: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(max as usize)),
@@ -264,6 +272,11 @@ impl Pool {
     /// Where new connections go.
     pub fn target(&self) -> Arc<ServerTarget> {
         lock(&self.target).clone()
+    }
+
+    /// Nanoseconds from the pool's epoch to `at` (0 for instants before it).
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The backend process ids of the idle servers (for checks against `pg_stat_activity`).
@@ -363,27 +376,28 @@ impl Pool {
         // is then recorded as zero and the hold time starts here.
         let start = Instant::now();
         let deadline = start + timeout;
-        let mut waited = false;
+        // The wait recorded is the time in the queue for a permit: not the connect, which is
+        // measured on its own (connect latency), so the wait percentiles say "clients queued".
+        let mut permit_at = start;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
             Err(TryAcquireError::NoPermits) => {
-                waited = true;
                 // Counted while queued, and uncounted however the wait ends (also when the
                 // caller drops this future: a client's cancel aborts its wait).
                 let _queued = Waiting::enter(&self.stats.waiting);
-                self.wait_for_permit(timeout, start, deadline).await?
+                let permit = self.wait_for_permit(timeout, start, deadline).await?;
+                permit_at = Instant::now();
+                permit
             }
         };
-        let idle = self.take_idle(if waited { Instant::now() } else { start }, want);
-        let conn = match idle {
-            Some(conn) => conn,
+        let (conn, acquired_at) = match self.take_idle(permit_at, want) {
+            Some(conn) => (conn, permit_at),
             None => {
-                waited = true;
                 // Boxed: opening a server is rare, and its large state would otherwise sit in
                 // every waiting `acquire`'s future.
                 match Box::pin(self.open_new(deadline, start, want)).await {
-                    Ok(conn) => conn,
+                    Ok(conn) => (conn, Instant::now()),
                     Err(e) => {
                         self.return_permit(permit);
                         return Err(e);
@@ -391,8 +405,7 @@ impl Pool {
                 }
             }
         };
-        let acquired_at = if waited { Instant::now() } else { start };
-        Ok(self.check_out(conn, permit, acquired_at - start, acquired_at))
+        Ok(self.check_out(conn, permit, permit_at - start, acquired_at))
     }
 
     /// Hands out `conn` under `permit`, recording the wait and the start of the hold time: the
@@ -406,6 +419,9 @@ impl Pool {
     ) -> Checkout {
         self.stats.record_acquire(waited);
         self.stats.active.fetch_add(1, Relaxed);
+        self.stats
+            .active_since_ns
+            .fetch_add(self.since_epoch(acquired_at), Relaxed);
         Checkout {
             conn: Some(conn),
             permit: Some(permit),
@@ -465,6 +481,7 @@ impl Pool {
                 r = &mut queued => return r.map_err(|_| self.closed_error()),
                 _ = tokio::time::sleep_until(deadline) => {
                     self.stats.acquire_timeouts.fetch_add(1, Relaxed);
+                    self.stats.record_timed_out_wait(timeout);
                     return Err(AcquireError::Timeout {
                         pool: self.name.clone(),
                         timeout,
@@ -549,6 +566,10 @@ impl Pool {
                     None => true,
                 };
                 if timed_out {
+                    if deadline.is_some() {
+                        self.stats.acquire_timeouts.fetch_add(1, Relaxed);
+                        self.stats.record_timed_out_wait(start.elapsed());
+                    }
                     return Err(AcquireError::CapReached {
                         pool: self.name.clone(),
                         cap: cap.describe().to_owned(),
@@ -728,12 +749,20 @@ impl Pool {
         target: &ServerTarget,
         want: Option<&Arc<StartupSettings>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
+        let started = Instant::now();
         match self.env.connector.connect(target, want).await {
             Ok(conn) => {
                 let mut conn = Box::new(conn);
                 conn.generation = self.generation.load(Relaxed);
                 target.breaker.on_success();
                 self.stats.connects.fetch_add(1, Relaxed);
+                self.stats
+                    .connect
+                    .record(conn.created.saturating_duration_since(started));
+                self.stats.established.fetch_add(1, Relaxed);
+                self.stats
+                    .open_since_ns
+                    .fetch_add(self.since_epoch(conn.created), Relaxed);
                 if conn.startup.is_some() {
                     // A client's own server: its settings are not the pool's welcome set.
                     return Ok(conn);
@@ -753,6 +782,7 @@ impl Pool {
             }
             Err(source) => {
                 self.stats.connect_failures.fetch_add(1, Relaxed);
+                self.stats.connect_failures_by_class[source.class() as usize].fetch_add(1, Relaxed);
                 if target
                     .breaker
                     .on_failure(source.class(), &source.to_string())
@@ -836,6 +866,9 @@ impl Pool {
         let now = Instant::now();
         if let Some(at) = acquired_at {
             self.stats.active.fetch_sub(1, Relaxed);
+            self.stats
+                .active_since_ns
+                .fetch_sub(self.since_epoch(at), Relaxed);
             self.stats.record_hold(now.saturating_duration_since(at));
         }
         let to_close = {
@@ -886,6 +919,15 @@ impl Pool {
     /// given back, and the maintenance task is woken when the pool fell below `min_size`.
     fn close_conn(&self, conn: Box<ServerConn>) {
         self.stats.closes.fetch_add(1, Relaxed);
+        self.stats.established.fetch_sub(1, Relaxed);
+        self.stats
+            .open_since_ns
+            .fetch_sub(self.since_epoch(conn.created), Relaxed);
+        let lifetime = Instant::now().saturating_duration_since(conn.created);
+        self.stats.closed_lifetimes_ns.fetch_add(
+            u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
         // Best effort, never blocking: a Terminate lets the server log a clean disconnect.
         conn.stream.try_terminate();
         drop(conn);

@@ -477,3 +477,64 @@ async fn overrides_and_the_target_survive_a_reload_and_the_size_follows_them() {
     assert!(f.pool.overrides().is_empty());
     assert_eq!(f.pool.settings().min_size, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_acquire_shows_in_the_next_signals_wait_p99() {
+    let f = fixture(1);
+    *f.fake.delay.lock().unwrap() = Duration::ZERO;
+    let first = f.pool.signals(Instant::now());
+    assert_eq!(first.acquires, 0);
+    let held = f.pool.acquire().await.unwrap();
+    for _ in 0..20 {
+        let c = f.pool.try_acquire();
+        assert!(c.is_none());
+    }
+    assert!(f.pool.acquire().await.is_err(), "times out after 2 s");
+    let s = f.pool.signals(Instant::now());
+    assert_eq!(s.acquires, 1);
+    assert_eq!(s.acquire_timeouts, 1);
+    assert_eq!(
+        s.acquire_wait.count, 2,
+        "the timed-out wait is in the distribution"
+    );
+    assert!(
+        s.acquire_wait.p99 >= Duration::from_secs(2),
+        "{:?}",
+        s.acquire_wait
+    );
+    assert_eq!(s.waiting, 0);
+    assert_eq!(s.active, 1);
+    // The window is the 2 s since the previous reading; one server busy all of it.
+    assert_eq!(s.window, Duration::from_secs(2));
+    assert_eq!(s.utilization, Some(1.0));
+    assert!((s.busy_servers - 1.0).abs() < 1e-9);
+    f.pool.release(held, true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = f.pool.signals(Instant::now());
+    assert_eq!(
+        idle.acquire_wait.count, 0,
+        "a new window starts at each reading"
+    );
+    assert_eq!(idle.utilization, Some(0.0));
+    assert_eq!(idle.server_tx.count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connects_are_timed_and_failures_classified_per_pool() {
+    let f = fixture(3);
+    *f.fake.delay.lock().unwrap() = Duration::from_millis(40);
+    let a = f.pool.acquire().await.unwrap();
+    f.fake.set(Outcome::Refused);
+    assert!(f.pool.acquire().await.is_err());
+    let s = f.pool.signals(Instant::now());
+    assert_eq!(s.connect_time.count, 1);
+    assert_eq!(s.connect_time.mean, Some(Duration::from_millis(40)));
+    assert_eq!(s.connect_failures, [(FailureClass::ConnectRefused, 1)]);
+    assert_eq!(
+        s.acquire_wait.p99,
+        Duration::ZERO,
+        "connect time is not wait time"
+    );
+    assert_eq!(s.open, 1);
+    drop(a);
+}
