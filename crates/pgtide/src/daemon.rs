@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pgtide_config::{diff, Apply, Config};
+use std::sync::Arc;
+
+use pgtide_config::Config;
 use pgtide_pool_core::{Proxy, ProxyHandle};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -24,7 +26,7 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    logging::init(&config.log);
+    let log_level = logging::init(&config.log);
     let runtime = match pgtide_pool_core::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
@@ -32,11 +34,16 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, Some(args.clone())))
+    runtime.block_on(serve(config, Some(args.clone()), log_level))
 }
 
-/// Binds and serves `config`; with `reload_from`, SIGHUP reloads from those flags.
-pub async fn serve(config: Config, reload_from: Option<ConfigArgs>) -> ExitCode {
+/// Binds and serves `config`; with `reload_from`, SIGHUP reloads from those flags (and
+/// `log.level` follows through `log_level`).
+pub async fn serve(
+    config: Config,
+    reload_from: Option<ConfigArgs>,
+    log_level: logging::LogLevel,
+) -> ExitCode {
     let proxy = match Proxy::bind(config.clone()).await {
         Ok(p) => p,
         Err(e) => {
@@ -51,42 +58,37 @@ pub async fn serve(config: Config, reload_from: Option<ConfigArgs>) -> ExitCode 
         .map(ToString::to_string)
         .collect();
     tracing::info!(listen = %addrs.join(", "), databases = config.databases.len(), version = env!("CARGO_PKG_VERSION"), "pgtide ready");
+    let handle = proxy.handle();
+    handle.on_reload(Arc::new(move |c: &Config| log_level.set(&c.log.level)));
     if let Some(args) = reload_from {
-        tokio::spawn(reload_on_sighup(proxy.handle(), args, config));
+        handle.set_config_source(Arc::new(move || {
+            args.load().map_err(|e| vec![e.to_string()])
+        }));
+        tokio::spawn(reload_on_sighup(handle.clone()));
     }
     proxy.serve(shutdown_signal(), DRAIN_TIMEOUT).await;
     tracing::info!("pgtide stopped");
     ExitCode::SUCCESS
 }
 
-async fn reload_on_sighup(handle: ProxyHandle, args: ConfigArgs, mut current: Config) {
+/// Reloads on every SIGHUP through the proxy's one reload path, until shutdown.
+async fn reload_on_sighup(handle: ProxyHandle) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot install SIGHUP handler; reload disabled");
         return;
     };
-    while hup.recv().await.is_some() {
-        let new = match args.load() {
-            Ok(c) => c,
+    let mut stopping = handle.shutdown_signal();
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = pgtide_pool_core::lifecycle::stopping(&mut stopping) => return,
+        }
+        match handle.reload_from_source() {
+            Ok(report) => report.log(),
             Err(e) => {
-                tracing::error!(error = %e, "reload rejected: the running config is unchanged");
-                continue;
-            }
-        };
-        let changes = diff(&current, &new);
-        if let Err(e) = handle.reload(new.clone()) {
-            tracing::error!(error = %e, "reload rejected: the running config is unchanged");
-            continue;
-        }
-        for c in &changes {
-            match c.apply {
-                Apply::Live => tracing::info!(key = %c.path, "reload: applied"),
-                Apply::Restart => {
-                    tracing::warn!(key = %c.path, "reload: needs a restart to take effect")
-                }
+                tracing::error!(error = %e, "reload rejected: the running config is unchanged")
             }
         }
-        tracing::info!(changes = changes.len(), "config reloaded");
-        current = new;
     }
 }
 

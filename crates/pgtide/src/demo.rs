@@ -53,7 +53,7 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    logging::init(&config.log);
+    let log_level = logging::init(&config.log);
     println!();
     println!(
         "  PostgreSQL (direct):  {}",
@@ -78,7 +78,7 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(daemon::serve(config, None));
+    let code = runtime.block_on(daemon::serve(config, None, log_level));
     drop(runtime);
     drop(cluster);
     eprintln!("pgtide demo: cluster removed");

@@ -13,7 +13,11 @@ use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
 use crate::client::{handle_client, ClientSlot, Parking};
+use crate::lifecycle::{
+    stopping as stopping_signal, ConfigSource, ReloadError, ReloadHook, ReloadReport,
+};
 use crate::shared::Shared;
+use crate::sync::lock;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +56,60 @@ impl ProxyHandle {
         &self.shared
     }
 
-    /// Applies a new config live (pools, limits, users). Changes that need a restart
-    /// (listen addresses, TLS, log format) are reported by [`pgtide_config::diff`] and ignored
-    /// here.
-    pub fn reload(&self, config: Config) -> Result<(), ProxyError> {
-        let auth = Authenticator::load(&config)?;
+    /// The one reload path: applies `config` live (pools, limits, users; runtime overrides
+    /// and controller targets stay) and reports what changed, what needs a restart (listen
+    /// addresses, TLS, log format: the running values are kept) and which overrides still
+    /// mask the file. Refused as a whole, with every problem, when the users or TLS material
+    /// it names are unusable.
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        let rejected = |e: &dyn std::fmt::Display| ReloadError::Rejected {
+            problems: vec![e.to_string()],
+        };
+        let auth = Authenticator::load(&config).map_err(|e| rejected(&e))?;
         // Unusable TLS material rejects the whole reload rather than closing a database's pools.
-        let server_tls = crate::tls::server_setups(&config)?;
-        self.shared.reload(config, auth, server_tls);
-        Ok(())
+        let server_tls = crate::tls::server_setups(&config).map_err(|e| rejected(&e))?;
+        let old = self.shared.config();
+        let changes = ReloadReport::changes(&old, &config);
+        let hooks: Vec<ReloadHook> = lock(&self.shared.reload_hooks).clone();
+        let applied = config.clone();
+        let overrides = self.shared.reload(config, auth, server_tls);
+        for hook in hooks {
+            hook(&applied);
+        }
+        Ok(ReloadReport {
+            masked: overrides.masked,
+            dropped: overrides.dropped,
+            ..changes
+        })
+    }
+
+    /// Reloads from the configuration source the daemon set (its file and flags), as SIGHUP
+    /// does; what the admin API's reload calls.
+    pub fn reload_from_source(&self) -> Result<ReloadReport, ReloadError> {
+        let source = lock(&self.shared.config_source).clone();
+        let source = source.ok_or(ReloadError::NoSource)?;
+        let config = source().map_err(|problems| ReloadError::Rejected { problems })?;
+        self.reload(config)
+    }
+
+    /// Sets where [`ProxyHandle::reload_from_source`] reads the configuration.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *lock(&self.shared.config_source) = Some(source);
+    }
+
+    /// Runs `hook` with the new configuration after every applied reload.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        lock(&self.shared.reload_hooks).push(hook);
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does.
+    pub fn shutdown(&self) {
+        self.shared.start_shutdown();
+    }
+
+    /// A receiver of the shutdown signal, for tasks that must stop with pgtide.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown_signal()
     }
 }
 
@@ -107,7 +156,9 @@ impl Proxy {
     /// runtime that runs them is dropped (the daemon drops it right after), their servers
     /// closed, never reused.
     pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // `shutdown` (the daemon's signals) and `ProxyHandle::shutdown` (the admin API) start
+        // the same shutdown: the process-wide signal every task waits on.
+        let stop_rx = self.shared.shutdown_signal();
         let mut accepts = JoinSet::new();
         let parking = Parking::start(stop_rx.clone());
         for listener in self.listeners {
@@ -116,12 +167,16 @@ impl Proxy {
             accepts.spawn(accept_loop(listener, shared, stop, parking.clone()));
         }
         drop(parking);
-        shutdown.await;
+        let mut stopping = stop_rx.clone();
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stopping_signal(&mut stopping) => {}
+        }
         tracing::info!(
             clients = self.shared.clients.load(Relaxed),
             "shutting down: no new clients"
         );
-        let _ = stop_tx.send(true);
+        self.shared.start_shutdown();
         while accepts.join_next().await.is_some() {}
         // Sessions are not tracked one by one (a join handle per client would cost memory per
         // idle client); the client count tells when they are all gone. Sessions still running
@@ -149,12 +204,13 @@ impl Proxy {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     parking: Parking,
 ) {
+    let mut stopping = stop.clone();
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stopping_signal(&mut stopping) => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Counted before the task exists, so a drain that starts now waits for it.

@@ -18,7 +18,10 @@ use crate::report::Failures;
 use crate::server::ServerTarget;
 use crate::sync::lock;
 use crate::tls::ServerTlsSetups;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use crate::lifecycle::{ConfigSource, ReloadHook, ReloadReport};
 
 /// The process-wide state.
 pub struct Shared {
@@ -44,6 +47,17 @@ pub struct Shared {
     caps: Mutex<Caps>,
     /// Client TLS (bound at start-up; changing it needs a restart).
     pub tls_acceptor: Option<TlsAcceptor>,
+    /// Runtime overrides by pool name, also of pools not created yet; the state file's
+    /// contents when `admin.state_file` is set (`overrides.rs`).
+    pub(crate) overrides: Mutex<crate::state_file::State>,
+    /// The one shutdown signal: `true` once pgtide is stopping. Every task that should stop
+    /// with pgtide (accept loops, the parking hub, pool maintenance, breaker probes, the
+    /// daemon's signal tasks) waits on a receiver of it.
+    shutdown: watch::Sender<bool>,
+    /// Where [`crate::ProxyHandle::reload_from_source`] reads the configuration.
+    pub(crate) config_source: Mutex<Option<ConfigSource>>,
+    /// Run after every applied reload.
+    pub(crate) reload_hooks: Mutex<Vec<ReloadHook>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -64,7 +78,19 @@ impl Shared {
         server_tls: ServerTlsSetups,
     ) -> Arc<Shared> {
         let events = Arc::new(EventRing::default());
+        let overrides = match &config.admin.state_file {
+            Some(path) => crate::state_file::load(path).unwrap_or_else(|e| {
+                // Starting matters more than the overrides; the operator is told loudly.
+                tracing::error!(error = %e, "runtime overrides not restored");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         Arc::new(Shared {
+            overrides: Mutex::new(overrides),
+            shutdown: watch::Sender::new(false),
+            config_source: Mutex::new(None),
+            reload_hooks: Mutex::new(Vec::new()),
             failures: Arc::new(Failures::new(events.clone())),
             events,
             server_tls: RwLock::new(Arc::new(server_tls)),
@@ -120,16 +146,39 @@ impl Shared {
                     connector: Arc::new(crate::server::TcpConnector),
                 };
                 let pool = Pool::new(key, target, settings, env);
-                spawn_maintenance(Arc::downgrade(&pool));
+                self.restore_overrides(&pool);
+                spawn_maintenance(Arc::downgrade(&pool), self.shutdown_signal());
                 pool
             })
             .clone();
         Some(pool)
     }
 
+    /// A receiver of the shutdown signal (`true` once pgtide is stopping).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the shutdown (idempotent): every task waiting on the signal sees it.
+    pub fn start_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether the shutdown started.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Installs a new config (and users) live: pools of removed databases close, the others
-    /// take their new limits without dropping clients.
-    pub fn reload(&self, config: Config, auth: Authenticator, server_tls: ServerTlsSetups) {
+    /// take their new limits without dropping clients; runtime overrides and controller
+    /// targets stay. Returns what the overrides did (the caller adds the changed keys).
+    pub fn reload(
+        &self,
+        config: Config,
+        auth: Authenticator,
+        server_tls: ServerTlsSetups,
+    ) -> ReloadReport {
+        let mut report = ReloadReport::default();
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
         *self.server_tls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(server_tls);
         self.reconfigure_limits(&config);
@@ -138,7 +187,14 @@ impl Shared {
             |key, pool| match config.pool_settings(&key.database, &key.user) {
                 Some(settings) => match self.target_for(&config, key, &settings) {
                     Some(target) => {
-                        let _ = pool.reconfigure(target, settings);
+                        let outcome = pool.reconfigure(target, settings);
+                        let name = pool.name().to_owned();
+                        for key in outcome.masked {
+                            report.masked.push((name.clone(), key));
+                        }
+                        for problem in outcome.dropped {
+                            report.dropped.push((name.clone(), problem.to_string()));
+                        }
                         true
                     }
                     None => {
@@ -154,6 +210,13 @@ impl Shared {
         );
         drop(pools);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        if !report.dropped.is_empty() {
+            for (pool, _) in &report.dropped {
+                lock(&self.overrides).pools.remove(pool);
+            }
+            self.persist_overrides();
+        }
+        report
     }
 
     /// The breaker of `host:port`, created on first use.
@@ -281,7 +344,7 @@ const REFILL_FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Sweeps a pool every `evict_interval` until the pool is dropped or closed. While the pool is
 /// below `min_size` (a server died, a connect failed) it retries sooner, with exponential
 /// backoff, and it is woken at once when a server of a `min_size` pool closes.
-fn spawn_maintenance(pool: Weak<Pool>) {
+fn spawn_maintenance(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut retry = REFILL_FIRST_RETRY;
         let mut short = false;
@@ -298,6 +361,7 @@ fn spawn_maintenance(pool: Weak<Pool>) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = signal.notified() => {}
+                _ = crate::lifecycle::stopping(&mut shutdown) => return,
             }
             let Some(p) = pool.upgrade() else { return };
             if p.is_closed() {

@@ -73,10 +73,14 @@ pub struct DurationHist {
 impl DurationHist {
     /// Records one duration.
     pub fn record(&self, d: Duration) {
+        self.record_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one duration given in nanoseconds (the hot path's form: no conversions).
+    pub fn record_ns(&self, ns: u64) {
         self.count.fetch_add(1, Relaxed);
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_ns.fetch_add(ns, Relaxed);
-        self.buckets[wait_bucket(d)].fetch_add(1, Relaxed);
+        self.buckets[ns_bucket(ns)].fetch_add(1, Relaxed);
     }
 
     /// A copy of the buckets, for percentiles between two snapshots.
@@ -91,13 +95,7 @@ impl PoolStats {
         self.acquires.fetch_add(1, Relaxed);
         let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.acquire_wait_ns.fetch_add(ns, Relaxed);
-        self.acquire_wait_hist[wait_bucket(waited)].fetch_add(1, Relaxed);
-    }
-
-    /// Records one release after holding a server for `held`.
-    pub fn record_hold(&self, held: Duration) {
-        let ns = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
-        self.hold_ns.fetch_add(ns, Relaxed);
+        self.acquire_wait_hist[ns_bucket(ns)].fetch_add(1, Relaxed);
     }
 
     /// Records an acquire that gave up after waiting `waited`.
@@ -110,6 +108,13 @@ impl PoolStats {
     pub fn wait_histogram(&self) -> [u64; WAIT_BUCKETS] {
         std::array::from_fn(|i| self.acquire_wait_hist[i].load(Relaxed))
     }
+}
+
+/// [`wait_bucket`] of a duration given in nanoseconds (integer work only).
+#[inline]
+pub fn ns_bucket(ns: u64) -> usize {
+    let us = ns / 1000;
+    ((u64::BITS - us.leading_zeros()) as usize).min(WAIT_BUCKETS - 1)
 }
 
 /// The bucket of a wait: the number of bits of its length in microseconds, capped.
@@ -137,6 +142,7 @@ mod tests {
         for d in [1u64, 5, 100, 5000, 1_000_000] {
             let d = Duration::from_micros(d);
             assert!(bucket_upper_bound(wait_bucket(d)) >= d);
+            assert_eq!(ns_bucket(d.as_nanos() as u64), wait_bucket(d));
         }
     }
 }

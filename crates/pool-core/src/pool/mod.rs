@@ -133,14 +133,20 @@ pub struct Checkout {
     conn: Option<Box<ServerConn>>,
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
-    acquired_at: Instant,
-    /// Server time of the current transaction's finished round trips.
-    busy: Duration,
+    /// When it was checked out, in ns since the pool's epoch: the times a checkout keeps are
+    /// integers, so that each transaction converts an instant twice (here and at release) and
+    /// everything else is a subtraction.
+    acquired_ns: u64,
+    /// Server time of the current transaction's finished round trips (ns).
+    busy_ns: u64,
     /// Start of the round trip in progress: the checkout itself for the first (its bytes go
-    /// out right after), then each [`Checkout::asked`]. `None` while the server waits for the
-    /// client.
-    busy_from: Option<Instant>,
+    /// out right after), then each [`Checkout::asked`]; [`NOT_BUSY`] while the server waits
+    /// for the client.
+    busy_from_ns: u64,
 }
+
+/// [`Checkout::busy_from_ns`] when no round trip is in progress.
+const NOT_BUSY: u64 = u64::MAX;
 
 impl Checkout {
     /// The server connection.
@@ -159,7 +165,9 @@ impl Checkout {
     /// client (a transaction's second statement, or the next one in session mode). Not needed
     /// for the first: the checkout starts the clock.
     pub fn asked(&mut self, now: Instant) {
-        self.busy_from.get_or_insert(now);
+        if self.busy_from_ns == NOT_BUSY {
+            self.busy_from_ns = self.pool.since_epoch(now);
+        }
     }
 
     /// The server answered every sync point at `now` and the server stays with the client (a
@@ -167,23 +175,27 @@ impl Checkout {
     /// time is recorded and the next one starts from zero. The round trip that ends in a
     /// release is recorded by the release itself (one clock read serves both).
     pub fn answered(&mut self, now: Instant, transaction_done: bool) {
-        if let Some(from) = self.busy_from.take() {
-            let trip = now.saturating_duration_since(from);
-            self.pool.stats.server_query.record(trip);
-            self.busy += trip;
+        let now_ns = self.pool.since_epoch(now);
+        self.close_trip(now_ns, transaction_done);
+    }
+
+    fn close_trip(&mut self, now_ns: u64, transaction_done: bool) {
+        let stats = &self.pool.stats;
+        if self.busy_from_ns != NOT_BUSY {
+            let trip = now_ns.saturating_sub(self.busy_from_ns);
+            self.busy_from_ns = NOT_BUSY;
+            stats.server_query.record_ns(trip);
+            self.busy_ns += trip;
         }
         if transaction_done {
-            self.pool
-                .stats
-                .server_tx
-                .record(std::mem::take(&mut self.busy));
+            stats.server_tx.record_ns(std::mem::take(&mut self.busy_ns));
         }
     }
 
-    /// At release: the last round trip ends at `now`, and with it the transaction.
-    fn close_books(&mut self, now: Instant) {
-        if self.busy_from.is_some() || !self.busy.is_zero() {
-            self.answered(now, true);
+    /// At release: the last round trip ends at `now_ns`, and with it the transaction.
+    fn close_books(&mut self, now_ns: u64) {
+        if self.busy_from_ns != NOT_BUSY || self.busy_ns != 0 {
+            self.close_trip(now_ns, true);
         }
     }
 }
@@ -193,7 +205,7 @@ impl Drop for Checkout {
         if let Some(conn) = self.conn.take() {
             let permit = self.permit.take();
             self.pool
-                .give_back(conn, permit, Some(self.acquired_at), false);
+                .give_back(conn, permit, Some(self.acquired_ns), false);
         }
     }
 }
@@ -417,18 +429,17 @@ impl Pool {
         waited: Duration,
         acquired_at: Instant,
     ) -> Checkout {
+        let acquired_ns = self.since_epoch(acquired_at);
         self.stats.record_acquire(waited);
         self.stats.active.fetch_add(1, Relaxed);
-        self.stats
-            .active_since_ns
-            .fetch_add(self.since_epoch(acquired_at), Relaxed);
+        self.stats.active_since_ns.fetch_add(acquired_ns, Relaxed);
         Checkout {
             conn: Some(conn),
             permit: Some(permit),
             pool: self.clone(),
-            acquired_at,
-            busy: Duration::ZERO,
-            busy_from: Some(acquired_at),
+            acquired_ns,
+            busy_ns: 0,
+            busy_from_ns: acquired_ns,
         }
     }
 
@@ -621,10 +632,10 @@ impl Pool {
     pub fn release(&self, mut checkout: Checkout, reusable: bool) {
         if let Some(conn) = checkout.conn.take() {
             let permit = checkout.permit.take();
-            let now = self.give_back(conn, permit, Some(checkout.acquired_at), reusable);
+            let now_ns = self.give_back(conn, permit, Some(checkout.acquired_ns), reusable);
             if reusable {
                 // Server time is known only for transactions that ended cleanly.
-                checkout.close_books(now);
+                checkout.close_books(now_ns);
             }
         }
     }
@@ -853,23 +864,26 @@ impl Pool {
         self.refill.clone()
     }
 
-    /// Puts a server back (or closes it) and returns its permit; `acquired_at` is set when it
-    /// comes from a [`Checkout`] (its hold time is recorded).
+    /// Puts a server back (or closes it) and returns its permit; `acquired_ns` is set when it
+    /// comes from a [`Checkout`] (its hold time is recorded). Returns the time of the release
+    /// in ns since the epoch (0 without `acquired_ns`).
     fn give_back(
         &self,
         mut conn: Box<ServerConn>,
         permit: Option<OwnedSemaphorePermit>,
-        acquired_at: Option<Instant>,
+        acquired_ns: Option<u64>,
         reusable: bool,
-    ) -> Instant {
-        // One clock read serves the hold time and the idle stamp.
+    ) -> u64 {
+        // One clock read serves the hold time, the server time and the idle stamp.
         let now = Instant::now();
-        if let Some(at) = acquired_at {
+        let mut now_ns = 0;
+        if let Some(at) = acquired_ns {
+            now_ns = self.since_epoch(now);
             self.stats.active.fetch_sub(1, Relaxed);
+            self.stats.active_since_ns.fetch_sub(at, Relaxed);
             self.stats
-                .active_since_ns
-                .fetch_sub(self.since_epoch(at), Relaxed);
-            self.stats.record_hold(now.saturating_duration_since(at));
+                .hold_ns
+                .fetch_add(now_ns.saturating_sub(at), Relaxed);
         }
         let to_close = {
             let mut st = lock(&self.state);
@@ -893,7 +907,7 @@ impl Pool {
         if let Some(permit) = permit {
             self.return_permit(permit);
         }
-        now
+        now_ns
     }
 
     /// Returns a permit to the semaphore (waking the next waiter), or retires it when the pool
