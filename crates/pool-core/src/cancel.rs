@@ -43,6 +43,16 @@ impl CancelSlot {
         *lock(&self.server)
     }
 
+    /// The server the client is bound to now, if any (for the client list).
+    pub fn server(&self) -> Option<(SocketAddr, CancelKey)> {
+        self.get()
+    }
+
+    /// Whether the client is queued for a server now.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(SeqCst)
+    }
+
     /// Runs `wait` (the client's wait for a server) unless a CancelRequest for this client
     /// arrives first: then `wait` is dropped and `None` returned. `wait` must be safe to drop
     /// at any await point (the pool's acquire is).

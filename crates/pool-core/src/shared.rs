@@ -35,6 +35,8 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Connected clients, against `max_client_conn`.
     pub clients: AtomicUsize,
+    /// Logged-in clients, for the client list (and a future `kill client`).
+    pub registry: Arc<crate::clients::ClientRegistry>,
     /// Failures: counted by class (`pgtide_failures_total`), logged, kept in `events`.
     pub failures: Arc<Failures>,
     /// Recent events for the admin API's `/v1/events`.
@@ -58,6 +60,9 @@ pub struct Shared {
     pub(crate) config_source: Mutex<Option<ConfigSource>>,
     /// Run after every applied reload.
     pub(crate) reload_hooks: Mutex<Vec<ReloadHook>>,
+    /// The runtime pgtide serves on: pools created from another thread (an operator's call)
+    /// still run their maintenance there.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -91,6 +96,7 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             config_source: Mutex::new(None),
             reload_hooks: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             failures: Arc::new(Failures::new(events.clone())),
             events,
             server_tls: RwLock::new(Arc::new(server_tls)),
@@ -102,6 +108,7 @@ impl Shared {
             caps: Mutex::new(Caps::default()),
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
+            registry: Default::default(),
         })
     }
 
@@ -147,7 +154,11 @@ impl Shared {
                 };
                 let pool = Pool::new(key, target, settings, env);
                 self.restore_overrides(&pool);
-                spawn_maintenance(Arc::downgrade(&pool), self.shutdown_signal());
+                let maintenance = maintenance(Arc::downgrade(&pool), self.shutdown_signal());
+                match &self.runtime {
+                    Some(rt) => drop(rt.spawn(maintenance)),
+                    None => drop(tokio::spawn(maintenance)),
+                }
                 pool
             })
             .clone();
@@ -343,9 +354,10 @@ const REFILL_FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// Sweeps a pool every `evict_interval` until the pool is dropped or closed. While the pool is
 /// below `min_size` (a server died, a connect failed) it retries sooner, with exponential
-/// backoff, and it is woken at once when a server of a `min_size` pool closes.
-fn spawn_maintenance(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
-    tokio::spawn(async move {
+/// backoff, and it is woken at once when a server of a `min_size` pool closes. Ends with the
+/// pool or at shutdown.
+async fn maintenance(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
+    {
         let mut retry = REFILL_FIRST_RETRY;
         let mut short = false;
         loop {
@@ -377,5 +389,5 @@ fn spawn_maintenance(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
                 short = true;
             }
         }
-    });
+    }
 }

@@ -32,14 +32,15 @@ use pgtide_protocol::stream::StreamScanner;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A client counted in `Shared::clients`, from its accept until its session ends, however it
-/// ends (even a task dropped before it first ran): shutdown drains by this count.
-pub struct ClientSlot(Arc<Shared>);
+/// ends (even a task dropped before it first ran): shutdown drains by this count. From login
+/// on it also holds the client's place in the client list.
+pub struct ClientSlot(Arc<Shared>, Option<crate::clients::Listing>);
 
 impl ClientSlot {
     /// Counts one more client; returns the slot and the number of clients including it.
     pub fn take(shared: Arc<Shared>) -> (ClientSlot, usize) {
         let n = shared.clients.fetch_add(1, Relaxed) + 1;
-        (ClientSlot(shared), n)
+        (ClientSlot(shared, None), n)
     }
 }
 
@@ -264,6 +265,16 @@ async fn login(
     };
     let mode = pool.settings().mode;
     let registration = shared.cancels.register();
+    let mut entry = entry;
+    entry.slot.1 = Some(shared.registry.register(
+        crate::clients::ClientInfo {
+            addr: peer,
+            database: database.clone(),
+            user: user.clone(),
+            since: std::time::SystemTime::now(),
+        },
+        registration.slot.clone(),
+    ));
     let mut out = BytesMut::with_capacity(512);
     encode::auth_ok(&mut out);
     // What PostgreSQL reports at login: its reported settings, with the client's values.

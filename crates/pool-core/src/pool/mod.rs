@@ -54,6 +54,21 @@ pub struct PoolEnv {
     pub connector: Arc<dyn Connect>,
 }
 
+/// An open server, as operators see it.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// pgtide's id of the connection.
+    pub id: u64,
+    /// The server's address.
+    pub addr: std::net::SocketAddr,
+    /// The backend's process id (`pg_stat_activity.pid`).
+    pub backend_pid: i32,
+    /// When it was opened.
+    pub created: Instant,
+    /// Started with a client's own settings (session mode).
+    pub with_client_settings: bool,
+}
+
 /// Which pool: the database name clients use and the client's user name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -114,6 +129,8 @@ pub struct Pool {
     /// Bumped by [`Pool::reconnect`]: servers of an older generation are closed when they come
     /// back instead of being reused.
     generation: AtomicU64,
+    /// The servers open now, for operators (changed at open and close only).
+    servers: Mutex<std::collections::BTreeMap<u64, ServerInfo>>,
     /// The origin of the nanosecond instants in `stats` (utilization integrals).
     epoch: Instant,
     /// The last [`Pool::signals`] reading: its window starts there.
@@ -235,6 +252,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             last_signals: Mutex::new(None),
+            servers: Mutex::default(),
             settings: Mutex::new(Arc::new(settings)),
             settings_version: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(max as usize)),
@@ -284,6 +302,18 @@ impl Pool {
     /// Where new connections go.
     pub fn target(&self) -> Arc<ServerTarget> {
         lock(&self.target).clone()
+    }
+
+    /// The servers open now, and the idle ones among them with when they became idle and how
+    /// many prepared statements each holds (by id).
+    pub fn servers(&self) -> (Vec<ServerInfo>, Vec<(u64, Instant, usize)>) {
+        let open = lock(&self.servers).values().cloned().collect();
+        let idle = lock(&self.state)
+            .idle
+            .iter()
+            .map(|c| (c.id, c.idle_since, c.statements.len()))
+            .collect();
+        (open, idle)
     }
 
     /// Nanoseconds from the pool's epoch to `at` (0 for instants before it).
@@ -770,6 +800,16 @@ impl Pool {
                 self.stats
                     .connect
                     .record(conn.created.saturating_duration_since(started));
+                lock(&self.servers).insert(
+                    conn.id,
+                    ServerInfo {
+                        id: conn.id,
+                        addr: conn.addr,
+                        backend_pid: conn.cancel_key.process_id,
+                        created: conn.created,
+                        with_client_settings: conn.startup.is_some(),
+                    },
+                );
                 self.stats.established.fetch_add(1, Relaxed);
                 self.stats
                     .open_since_ns
@@ -933,6 +973,7 @@ impl Pool {
     /// given back, and the maintenance task is woken when the pool fell below `min_size`.
     fn close_conn(&self, conn: Box<ServerConn>) {
         self.stats.closes.fetch_add(1, Relaxed);
+        lock(&self.servers).remove(&conn.id);
         self.stats.established.fetch_sub(1, Relaxed);
         self.stats
             .open_since_ns

@@ -118,6 +118,20 @@ impl Pool {
         let origin = last.clone().unwrap_or_else(|| self.origin());
         *last = Some(reading.clone());
         drop(last);
+        self.between(&origin, &reading)
+    }
+
+    /// The signals since the last [`Pool::signals`] call, without starting a new window: what
+    /// an operator's snapshot shows, leaving the controller's windows alone.
+    pub fn peek_signals(&self, now: Instant) -> Signals {
+        let reading = self.read_counters(now);
+        let origin = lock(&self.last_signals)
+            .clone()
+            .unwrap_or_else(|| self.origin());
+        self.between(&origin, &reading)
+    }
+
+    fn between(&self, origin: &Reading, reading: &Reading) -> Signals {
         let window = reading.at.saturating_duration_since(origin.at);
         let busy = reading.busy_ns.saturating_sub(origin.busy_ns) as f64;
         let open = reading.open_ns.saturating_sub(origin.open_ns) as f64;
