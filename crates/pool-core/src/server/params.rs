@@ -123,9 +123,18 @@ impl ParamSet {
         self.own.retain(|(n, _)| keep(n));
     }
 
-    /// The `SET` statements that bring `server` to `wanted`, as one simple query, or `None`
-    /// when they already agree.
+    /// The statements that bring `server` to `wanted`, as one simple query, or `None` when
+    /// they already agree. Inline: the per-transaction answer is almost always "they agree"
+    /// (same shared base, same overrides), a few compares that should not cost a call.
+    #[inline]
     pub fn sync_query(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
+        if wanted.shares_base_with(server) && wanted.own == server.own {
+            return None;
+        }
+        Self::sync_query_slow(wanted, server)
+    }
+
+    fn sync_query_slow(wanted: &ParamSet, server: &ParamSet) -> Option<String> {
         if wanted.shares_base_with(server) {
             // The hot path: client and server read through to the same welcome set, so only
             // their own overrides (one or two, often none) can differ.
