@@ -151,6 +151,7 @@ impl Shared {
                     failures: self.failures.clone(),
                     caps: self.caps_for(&config, &key),
                     connector: Arc::new(crate::server::TcpConnector),
+                    shutdown: self.shutdown_signal(),
                 };
                 let pool = Pool::new(key, target, settings, env);
                 self.restore_overrides(&pool);

@@ -52,6 +52,8 @@ pub struct PoolEnv {
     /// How servers are opened: [`crate::server::TcpConnector`] in the daemon, a fake in the
     /// pool's own tests.
     pub connector: Arc<dyn Connect>,
+    /// pgtide's shutdown signal: background work of the pool (breaker probes) stops with it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An open server, as operators see it.
@@ -857,9 +859,13 @@ impl Pool {
             return;
         }
         let pool = Arc::downgrade(self);
+        let mut shutdown = self.env.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(breaker.next_probe_delay()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(breaker.next_probe_delay()) => {}
+                    _ = crate::lifecycle::stopping(&mut shutdown) => break,
+                }
                 if !breaker.is_open() {
                     break;
                 }

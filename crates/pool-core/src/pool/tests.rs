@@ -21,6 +21,8 @@ use crate::server::{ServerTarget, StartupSettings};
 struct Fixture {
     pool: Arc<Pool>,
     fake: Arc<FakeConnector>,
+    /// pgtide's shutdown signal, never sent: the pool's background work runs for the test.
+    _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 fn settings(max_size: u32) -> PoolSettings {
@@ -56,17 +58,23 @@ fn target(breaker_threshold: u32, events: &Arc<EventRing>) -> ServerTarget {
 fn fixture_with(settings: PoolSettings, caps: Vec<Arc<ConnCap>>, threshold: u32) -> Fixture {
     let events = Arc::new(EventRing::default());
     let fake = Arc::new(FakeConnector::default());
+    let shutdown = tokio::sync::watch::Sender::new(false);
     let env = PoolEnv {
         failures: Arc::new(Failures::new(events.clone())),
         caps,
         connector: fake.clone(),
+        shutdown: shutdown.subscribe(),
     };
     let key = PoolKey {
         database: "app".into(),
         user: "app".into(),
     };
     let pool = Pool::new(key, target(threshold, &events), settings, env);
-    Fixture { pool, fake }
+    Fixture {
+        pool,
+        fake,
+        _shutdown: shutdown,
+    }
 }
 
 fn fixture(max_size: u32) -> Fixture {
