@@ -8,8 +8,11 @@ import sys
 import asyncpg
 
 
-async def worker(dsn, n, pids):
+async def worker(dsn, n, pids, start):
     conn = await asyncpg.connect(dsn)
+    # Every connection starts its transactions together: a worker that ran all of its
+    # transactions before the others connected would only ever see one server.
+    await start.wait()
     try:
         for i in range(n):
             async with conn.transaction():
@@ -29,7 +32,8 @@ async def worker(dsn, n, pids):
 async def main():
     dsn, conns, txs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     pid_sets = [set() for _ in range(conns)]
-    await asyncio.gather(*(worker(dsn, txs, pid_sets[k]) for k in range(conns)))
+    start = asyncio.Barrier(conns)
+    await asyncio.gather(*(worker(dsn, txs, pid_sets[k], start) for k in range(conns)))
     print(json.dumps({"ok": True, "transactions": conns * txs,
                       "max_servers_per_client": max(len(s) for s in pid_sets)}))
 
