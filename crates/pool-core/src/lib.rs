@@ -20,6 +20,7 @@
 //! - `clock` — the crate's one clock (tokio's `Instant`: paused-time tests drive it).
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod auth;
 pub mod breaker;
 pub mod budget;

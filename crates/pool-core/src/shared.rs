@@ -156,9 +156,17 @@ impl Shared {
                 let pool = Pool::new(key, target, settings, env);
                 self.restore_overrides(&pool);
                 let maintenance = maintenance(Arc::downgrade(&pool), self.shutdown_signal());
+                let (weak, stop) = (Arc::downgrade(&pool), self.shutdown_signal());
                 match &self.runtime {
-                    Some(rt) => drop(rt.spawn(maintenance)),
-                    None => drop(tokio::spawn(maintenance)),
+                    Some(rt) => {
+                        drop(rt.spawn(maintenance));
+                        let _guard = rt.enter();
+                        crate::adaptive::spawn_controller(weak, stop);
+                    }
+                    None => {
+                        drop(tokio::spawn(maintenance));
+                        crate::adaptive::spawn_controller(weak, stop);
+                    }
                 }
                 pool
             })

@@ -137,6 +137,8 @@ pub struct Pool {
     epoch: Instant,
     /// The last [`Pool::signals`] reading: its window starts there.
     last_signals: Mutex<Option<signals::Reading>>,
+    /// The adaptive controller's last decisions, with their inputs (`adaptive/runner.rs`).
+    pub decisions: crate::adaptive::DecisionLog,
     /// Counters for the controller, metrics and the admin API.
     pub stats: PoolStats,
     /// Named prepared statements of this pool's clients (transaction-mode tracking).
@@ -255,6 +257,7 @@ impl Pool {
             epoch: Instant::now(),
             last_signals: Mutex::new(None),
             servers: Mutex::default(),
+            decisions: Default::default(),
             settings: Mutex::new(Arc::new(settings)),
             settings_version: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(max as usize)),
