@@ -81,7 +81,7 @@ impl Default for PoolSettings {
     }
 }
 
-/// The adaptive sizing controller (see docs/adaptive-sizing.md). The pool's size floats inside
+/// The adaptive sizing controller (see docs/adaptive.md). The pool's size floats inside
 /// `[min_size, max_size]` and under the database's connection budget. Reloads live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

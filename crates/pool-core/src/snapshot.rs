@@ -63,6 +63,8 @@ pub struct PoolView {
     pub clients_waiting: usize,
     /// The signals since the controller's last reading.
     pub signals: Signals,
+    /// The adaptive controller's last decisions, oldest first, with their inputs.
+    pub decisions: Vec<crate::adaptive::Decision>,
 }
 
 /// What a server is doing.
@@ -176,6 +178,7 @@ impl Shared {
                     .filter(|c| c.state == ClientState::Waiting)
                     .count(),
                 signals: pool.peek_signals(now),
+                decisions: pool.decisions.last(16),
             });
         }
         Snapshot {

@@ -112,8 +112,16 @@ fn initial_target(settings: &PoolSettings, open: u32) -> u32 {
 
 /// Runs `pool`'s controller until the pool is dropped or closed, or pgtide stops.
 pub fn spawn_controller(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
+    // The pool starts sized by the controller, not at max_size until the first tick.
+    let mut state: Option<State> = pool.upgrade().and_then(|p| {
+        let settings = p.settings();
+        settings.adaptive.enabled.then(|| {
+            let st = State::new(initial_target(&settings, p.sizes().0));
+            p.set_size_target(Some(st.target));
+            st
+        })
+    });
     tokio::spawn(async move {
-        let mut state: Option<State> = None;
         loop {
             let tick = match pool.upgrade() {
                 Some(p) => p.settings().adaptive.tick.get(),
@@ -150,6 +158,18 @@ pub fn spawn_controller(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
                 now,
             );
             apply(&p, &d);
+            if d.direction == Direction::Up {
+                // Pre-warm what waiting clients will not open themselves, within the step.
+                let (open, _, _) = p.sizes();
+                let n = d
+                    .target
+                    .saturating_sub(open)
+                    .min(settings.adaptive.max_connects_per_tick);
+                if n > 0 {
+                    let pool = p.clone();
+                    tokio::spawn(async move { pool.prewarm(n).await });
+                }
+            }
         }
     });
 }

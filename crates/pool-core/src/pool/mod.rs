@@ -721,11 +721,28 @@ impl Pool {
         for conn in stale {
             self.close_conn(conn);
         }
+        self.fill_to(settings.min_size, "min_size").await
+    }
+
+    /// Opens up to `n` servers ahead of demand (the adaptive controller after raising the
+    /// target), within the size in force; each takes a free permit, so none is opened for a
+    /// size the pool may not reach, and a waiting client is never passed over.
+    pub async fn prewarm(self: &Arc<Self>, n: u32) -> bool {
+        let (open, _, size) = self.sizes();
+        self.fill_to(open.saturating_add(n).min(size), "pre-warm")
+            .await
+    }
+
+    /// Opens servers, one at a time, until `want` are open; false when it could not (breaker
+    /// open, cap full, a connect failed: reported), true when `want` are open or no permit is
+    /// free.
+    async fn fill_to(self: &Arc<Self>, want: u32, why: &str) -> bool {
         let target = self.target();
+        let now = Instant::now();
         // A paused or draining pool opens nothing (a drain must end with no server).
         while !self.closed.load(Relaxed)
             && self.admitting.load(Relaxed)
-            && lock(&self.state).open < settings.min_size
+            && lock(&self.state).open < want
         {
             if target.breaker.is_open() {
                 // The probe decides when connecting makes sense again.
@@ -748,7 +765,7 @@ impl Pool {
                 Err(e) => {
                     drop(slot);
                     self.return_permit(permit);
-                    let message = format!("cannot open a min_size connection: {e}");
+                    let message = format!("cannot open a {why} connection: {e}");
                     self.env.failures.report(e.failure(&self.name, &message));
                     return false;
                 }
