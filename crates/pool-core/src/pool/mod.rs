@@ -15,27 +15,29 @@ use std::sync::atomic::{
     Ordering::{Acquire, Relaxed},
 };
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::clock::Instant;
 
 use pgtide_config::PoolSettings;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+mod acquire;
 mod admission;
+mod checkout;
 #[cfg(test)]
 mod fake;
 mod limits;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 mod welcome;
 
 pub use admission::Admission;
+pub use checkout::Checkout;
 pub use limits::{size_in_force, PoolReload};
 pub use signals::{Percentiles, Signals};
 
-use crate::breaker::Breaker;
 use crate::budget::ConnCap;
 use crate::error::AcquireError;
 use crate::report::Failures;
@@ -143,92 +145,6 @@ pub struct Pool {
     pub stats: PoolStats,
     /// Named prepared statements of this pool's clients (transaction-mode tracking).
     pub statements: crate::prepared::Registry,
-}
-
-/// A checked-out server. Give it back with [`Pool::release`]; dropping it instead closes the
-/// server (the safe default when a session ends in an unknown state).
-#[derive(Debug)]
-pub struct Checkout {
-    /// Boxed: a checkout moves between the pool, the session and back on every transaction,
-    /// and a pointer moves for free where the connection's few hundred bytes would not.
-    conn: Option<Box<ServerConn>>,
-    permit: Option<OwnedSemaphorePermit>,
-    pool: Arc<Pool>,
-    /// When it was checked out, in ns since the pool's epoch: the times a checkout keeps are
-    /// integers, so that each transaction converts an instant twice (here and at release) and
-    /// everything else is a subtraction.
-    acquired_ns: u64,
-    /// Server time of the current transaction's finished round trips (ns).
-    busy_ns: u64,
-    /// Start of the round trip in progress: the checkout itself for the first (its bytes go
-    /// out right after), then each [`Checkout::asked`]; [`NOT_BUSY`] while the server waits
-    /// for the client.
-    busy_from_ns: u64,
-}
-
-/// [`Checkout::busy_from_ns`] when no round trip is in progress.
-const NOT_BUSY: u64 = u64::MAX;
-
-impl Checkout {
-    /// The server connection.
-    pub fn conn(&mut self) -> &mut ServerConn {
-        self.conn
-            .as_deref_mut()
-            .expect("conn present until release")
-    }
-
-    /// The pool it came from.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
-    /// The client sent the server a new sync point at `now` while it was waiting for the
-    /// client (a transaction's second statement, or the next one in session mode). Not needed
-    /// for the first: the checkout starts the clock.
-    pub fn asked(&mut self, now: Instant) {
-        if self.busy_from_ns == NOT_BUSY {
-            self.busy_from_ns = self.pool.since_epoch(now);
-        }
-    }
-
-    /// The server answered every sync point at `now` and the server stays with the client (a
-    /// transaction goes on, or session mode). With `transaction_done` the transaction's server
-    /// time is recorded and the next one starts from zero. The round trip that ends in a
-    /// release is recorded by the release itself (one clock read serves both).
-    pub fn answered(&mut self, now: Instant, transaction_done: bool) {
-        let now_ns = self.pool.since_epoch(now);
-        self.close_trip(now_ns, transaction_done);
-    }
-
-    fn close_trip(&mut self, now_ns: u64, transaction_done: bool) {
-        let stats = &self.pool.stats;
-        if self.busy_from_ns != NOT_BUSY {
-            let trip = now_ns.saturating_sub(self.busy_from_ns);
-            self.busy_from_ns = NOT_BUSY;
-            stats.server_query.record_ns(trip);
-            self.busy_ns += trip;
-        }
-        if transaction_done {
-            stats.server_tx.record_ns(std::mem::take(&mut self.busy_ns));
-        }
-    }
-
-    /// At release: the last round trip ends at `now_ns`, and with it the transaction.
-    fn close_books(&mut self, now_ns: u64) {
-        if self.busy_from_ns != NOT_BUSY || self.busy_ns != 0 {
-            self.close_trip(now_ns, true);
-        }
-    }
-}
-
-impl Drop for Checkout {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let permit = self.permit.take();
-            self.pool
-                .give_back(conn, permit, Some(self.acquired_ns), false);
-        }
-    }
 }
 
 impl Pool {
@@ -399,243 +315,6 @@ impl Pool {
         self.closed.load(Relaxed)
     }
 
-    /// Waits (FIFO, at most `acquire_timeout`) for a server and checks it out. Fails fast
-    /// when the server's circuit breaker is open and no idle server is left.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Checkout, AcquireError> {
-        self.acquire_for(None).await
-    }
-
-    /// [`Pool::acquire`] for a server started with the client settings `want` (session mode;
-    /// `None`: one of the pool's plain servers). An idle server with other settings is closed
-    /// to make room when the pool is full. Safe to drop at any await: every count it took is
-    /// given back.
-    pub async fn acquire_for(
-        self: &Arc<Self>,
-        want: Option<&Arc<StartupSettings>>,
-    ) -> Result<Checkout, AcquireError> {
-        if !self.admitting.load(Relaxed) {
-            // Paused or draining: wait to be let in; acquire_timeout starts after.
-            let _queued = Waiting::enter(&self.stats.waiting);
-            self.admitted().await;
-        }
-        let timeout = lock(&self.settings).acquire_timeout.get();
-        // Clocks are read once on the fast path (a permit and a warm server at hand): the wait
-        // is then recorded as zero and the hold time starts here.
-        let start = Instant::now();
-        let deadline = start + timeout;
-        // The wait recorded is the time in the queue for a permit: not the connect, which is
-        // measured on its own (connect latency), so the wait percentiles say "clients queued".
-        let mut permit_at = start;
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(TryAcquireError::Closed) => return Err(self.closed_error()),
-            Err(TryAcquireError::NoPermits) => {
-                // Counted while queued, and uncounted however the wait ends (also when the
-                // caller drops this future: a client's cancel aborts its wait).
-                let _queued = Waiting::enter(&self.stats.waiting);
-                let permit = self.wait_for_permit(timeout, start, deadline).await?;
-                permit_at = Instant::now();
-                permit
-            }
-        };
-        let (conn, acquired_at) = match self.take_idle(permit_at, want) {
-            Some(conn) => (conn, permit_at),
-            None => {
-                // Boxed: opening a server is rare, and its large state would otherwise sit in
-                // every waiting `acquire`'s future.
-                match Box::pin(self.open_new(deadline, start, want)).await {
-                    Ok(conn) => (conn, Instant::now()),
-                    Err(e) => {
-                        self.return_permit(permit);
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        Ok(self.check_out(conn, permit, permit_at - start, acquired_at))
-    }
-
-    /// Hands out `conn` under `permit`, recording the wait and the start of the hold time: the
-    /// one place both acquire paths count a checkout.
-    fn check_out(
-        self: &Arc<Self>,
-        conn: Box<ServerConn>,
-        permit: OwnedSemaphorePermit,
-        waited: Duration,
-        acquired_at: Instant,
-    ) -> Checkout {
-        let acquired_ns = self.since_epoch(acquired_at);
-        self.stats.record_acquire(waited);
-        self.stats.active.fetch_add(1, Relaxed);
-        self.stats.active_since_ns.fetch_add(acquired_ns, Relaxed);
-        Checkout {
-            conn: Some(conn),
-            permit: Some(permit),
-            pool: self.clone(),
-            acquired_ns,
-            busy_ns: 0,
-            busy_from_ns: acquired_ns,
-        }
-    }
-
-    /// A checkout without waiting: a free permit and a warm idle server, or `None` (then
-    /// [`Pool::acquire`] waits or opens one). Synchronous, so the session's per-transaction
-    /// future need not hold `acquire`'s state for the common case.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Checkout> {
-        self.try_acquire_for(None)
-    }
-
-    /// [`Pool::try_acquire`] for a server started with the client settings `want`.
-    pub fn try_acquire_for(
-        self: &Arc<Self>,
-        want: Option<&Arc<StartupSettings>>,
-    ) -> Option<Checkout> {
-        if !self.admitting.load(Relaxed) {
-            return None;
-        }
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        let now = Instant::now();
-        let Some(conn) = self.take_idle(now, want) else {
-            // Through the shrink bookkeeping: a max_size lowered meanwhile retires it.
-            self.return_permit(permit);
-            return None;
-        };
-        Some(self.check_out(conn, permit, Duration::ZERO, now))
-    }
-
-    /// Queued part of [`Pool::acquire`]: keeps its FIFO place until a permit comes, the
-    /// deadline passes, or the breaker opens while no idle server is left.
-    async fn wait_for_permit(
-        &self,
-        timeout: std::time::Duration,
-        start: Instant,
-        deadline: Instant,
-    ) -> Result<OwnedSemaphorePermit, AcquireError> {
-        let target = self.target();
-        let breaker = &target.breaker;
-        let queued = self.permits.clone().acquire_owned();
-        tokio::pin!(queued);
-        loop {
-            let opened = breaker.opened();
-            if breaker.is_open() && self.idle_count() == 0 {
-                if let Some(open) = breaker.open_info() {
-                    return Err(AcquireError::unavailable(&self.name, open));
-                }
-            }
-            tokio::select! {
-                biased;
-                r = &mut queued => return r.map_err(|_| self.closed_error()),
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.stats.acquire_timeouts.fetch_add(1, Relaxed);
-                    self.stats.record_timed_out_wait(timeout);
-                    return Err(AcquireError::Timeout {
-                        pool: self.name.clone(),
-                        timeout,
-                        waited: start.elapsed(),
-                        // This client has not left the queue yet.
-                        waiting: self.stats.waiting.load(Relaxed).saturating_sub(1),
-                        active: self.stats.active.load(Relaxed),
-                        max_size: self.settings().max_size,
-                    });
-                }
-                _ = opened => {}
-            }
-        }
-    }
-
-    /// Opens a new server under a permit the caller holds: breaker check, then the caps shared
-    /// with other pools, then the connect itself.
-    async fn open_new(
-        self: &Arc<Self>,
-        deadline: Instant,
-        start: Instant,
-        want: Option<&Arc<StartupSettings>>,
-    ) -> Result<Box<ServerConn>, AcquireError> {
-        let target = self.target();
-        if let Some(open) = target.breaker.open_info() {
-            self.spawn_probe(&target);
-            return Err(AcquireError::unavailable(&self.name, open));
-        }
-        self.make_room();
-        self.take_caps(Some(deadline), start).await?;
-        // Counted in `open` (and holding its cap slots) from here; the guard undoes both if
-        // the connect fails or this future is dropped mid-connect.
-        let slot = OpeningSlot::take(self);
-        let conn = self.open_conn(&target, want).await?;
-        slot.keep();
-        Ok(conn)
-    }
-
-    /// Closes the oldest idle server when the pool is full: a client holding a permit found no
-    /// idle server with its settings, so every idle one has other settings (session mode).
-    fn make_room(&self) {
-        let surplus = {
-            let mut st = lock(&self.state);
-            if st.open < st.max_size {
-                return;
-            }
-            let Some(conn) = st.idle.pop_front() else {
-                return;
-            };
-            st.open -= 1;
-            conn
-        };
-        self.close_conn(surplus);
-    }
-
-    /// Takes a slot from every cap, reclaiming idle servers of sibling pools and waiting (up to
-    /// `deadline`; `None` = do not wait) when one is full.
-    async fn take_caps(
-        &self,
-        deadline: Option<Instant>,
-        start: Instant,
-    ) -> Result<(), AcquireError> {
-        // Slots taken so far are given back if this fails or is dropped while waiting.
-        let mut taken = TakenCaps {
-            caps: &self.env.caps,
-            n: 0,
-        };
-        for cap in &self.env.caps {
-            loop {
-                let freed = cap.freed();
-                if cap.try_take() {
-                    taken.n += 1;
-                    break;
-                }
-                // Only a client waiting now may close a sibling's idle server; a min_size fill
-                // that did would make pools under one cap take servers from each other forever.
-                if deadline.is_some() && cap.reclaim_idle(self) {
-                    continue;
-                }
-                let timed_out = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, freed).await.is_err(),
-                    None => true,
-                };
-                if timed_out {
-                    if deadline.is_some() {
-                        self.stats.acquire_timeouts.fetch_add(1, Relaxed);
-                        self.stats.record_timed_out_wait(start.elapsed());
-                    }
-                    return Err(AcquireError::CapReached {
-                        pool: self.name.clone(),
-                        cap: cap.describe().to_owned(),
-                        limit: cap.limit(),
-                        timeout: self.settings().acquire_timeout.get(),
-                        waited: start.elapsed(),
-                    });
-                }
-            }
-        }
-        taken.n = 0;
-        Ok(())
-    }
-
-    fn give_caps(&self) {
-        for cap in &self.env.caps {
-            cap.give();
-        }
-    }
-
     /// Closes the oldest idle server, if any (a sibling pool under a shared cap needs the slot).
     pub fn close_one_idle(&self) -> bool {
         crate::budget::ReclaimIdle::close_one_idle(self)
@@ -686,92 +365,6 @@ impl Pool {
             .clone()
             .map(ParamSet::over)
             .unwrap_or_default())
-    }
-
-    /// One maintenance pass (run every `evict_interval`): closes idle servers past
-    /// `idle_timeout` (never below `min_size`) or past their lifetime, then opens servers up to
-    /// `min_size`. Opening happens under a permit, so it can never exceed `max_size`. Returns
-    /// false when the pool is still below `min_size` (the caller retries with backoff).
-    pub async fn maintain(self: &Arc<Self>) -> bool {
-        let settings = self.settings();
-        let now = Instant::now();
-        let stale: Vec<Box<ServerConn>> = {
-            let mut st = lock(&self.state);
-            let mut keep = VecDeque::with_capacity(st.idle.len());
-            let mut stale = Vec::new();
-            while let Some(conn) = st.idle.pop_front() {
-                let idle_for = now.saturating_duration_since(conn.idle_since);
-                let idle_expired = settings
-                    .idle_timeout
-                    .non_zero()
-                    .is_some_and(|t| idle_for >= t)
-                    && st.open > settings.min_size;
-                // A server that died while idle (terminated, restarted) is dropped here, so
-                // the pool refills to min_size before a client trips over it.
-                if conn.expired(now) || idle_expired || !conn.stream.looks_alive() {
-                    st.open -= 1;
-                    stale.push(conn);
-                } else {
-                    keep.push_back(conn);
-                }
-            }
-            st.idle = keep;
-            stale
-        };
-        for conn in stale {
-            self.close_conn(conn);
-        }
-        self.fill_to(settings.min_size, "min_size").await
-    }
-
-    /// Opens up to `n` servers ahead of demand (the adaptive controller after raising the
-    /// target), within the size in force; each takes a free permit, so none is opened for a
-    /// size the pool may not reach, and a waiting client is never passed over.
-    pub async fn prewarm(self: &Arc<Self>, n: u32) -> bool {
-        let (open, _, size) = self.sizes();
-        self.fill_to(open.saturating_add(n).min(size), "pre-warm")
-            .await
-    }
-
-    /// Opens servers, one at a time, until `want` are open; false when it could not (breaker
-    /// open, cap full, a connect failed: reported), true when `want` are open or no permit is
-    /// free.
-    async fn fill_to(self: &Arc<Self>, want: u32, why: &str) -> bool {
-        let target = self.target();
-        let now = Instant::now();
-        // A paused or draining pool opens nothing (a drain must end with no server).
-        while !self.closed.load(Relaxed)
-            && self.admitting.load(Relaxed)
-            && lock(&self.state).open < want
-        {
-            if target.breaker.is_open() {
-                // The probe decides when connecting makes sense again.
-                self.spawn_probe(&target);
-                return false;
-            }
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                break;
-            };
-            if self.take_caps(None, now).await.is_err() {
-                self.return_permit(permit);
-                return false;
-            }
-            let slot = OpeningSlot::take(self);
-            match self.open_conn(&target, None).await {
-                Ok(conn) => {
-                    slot.keep();
-                    self.give_back(conn, Some(permit), None, true);
-                }
-                Err(e) => {
-                    drop(slot);
-                    self.return_permit(permit);
-                    let message = format!("cannot open a {why} connection: {e}");
-                    self.env.failures.report(e.failure(&self.name, &message));
-                    return false;
-                }
-            }
-        }
-        true
     }
 
     fn closed_error(&self) -> AcquireError {
@@ -870,66 +463,6 @@ impl Pool {
         }
     }
 
-    /// Probes the server behind an open breaker with backoff and jitter until a connect
-    /// succeeds (one probe per address; the probe connection is closed at once and the pools
-    /// refill on their own).
-    fn spawn_probe(self: &Arc<Self>, target: &ServerTarget) {
-        let breaker: Arc<Breaker> = target.breaker.clone();
-        if !breaker.start_probing() {
-            return;
-        }
-        let pool = Arc::downgrade(self);
-        let mut shutdown = self.env.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(breaker.next_probe_delay()) => {}
-                    _ = crate::lifecycle::stopping(&mut shutdown) => break,
-                }
-                if !breaker.is_open() {
-                    break;
-                }
-                let Some((target, connector)) = pool
-                    .upgrade()
-                    .filter(|p| !p.is_closed())
-                    .map(|p| (p.target(), p.env.connector.clone()))
-                else {
-                    break;
-                };
-                match connector.connect(&target, None).await {
-                    Ok(conn) => {
-                        breaker.on_success();
-                        conn.stream.try_terminate();
-                        if let Some(p) = pool.upgrade() {
-                            p.refill.notify_one();
-                        }
-                        break;
-                    }
-                    Err(e) if !Breaker::counts(e.class()) => {
-                        // The server answered (e.g. it rejected the credentials): the address
-                        // is reachable again; that failure is the pools' to report.
-                        tracing::debug!(server = %breaker.addr(), error = %e, "probe reached the server");
-                        breaker.on_success();
-                        if let Some(p) = pool.upgrade() {
-                            p.refill.notify_one();
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(server = %breaker.addr(), class = %e.class(), error = %e, "probe failed");
-                        breaker.on_failure(e.class(), &e.to_string());
-                    }
-                }
-            }
-            breaker.stop_probing();
-        });
-    }
-
-    /// Signalled when the pool lost a server while below `min_size` (or a probe succeeded).
-    pub fn refill_signal(&self) -> Arc<Notify> {
-        self.refill.clone()
-    }
-
     /// Puts a server back (or closes it) and returns its permit; `acquired_ns` is set when it
     /// comes from a [`Checkout`] (its hold time is recorded). Returns the time of the release
     /// in ns since the epoch (0 without `acquired_ns`).
@@ -1016,66 +549,6 @@ impl Pool {
         self.note_closed();
         if !self.is_closed() && lock(&self.state).open < self.settings().min_size {
             self.refill.notify_one();
-        }
-    }
-}
-
-/// A client counted in [`PoolStats::waiting`] for as long as this lives.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, Relaxed);
-        Waiting(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-/// The first `n` caps of a pool, taken by [`Pool::take_caps`] and given back on drop unless
-/// the whole set was taken (then `n` is reset to 0 and the slots stay taken).
-struct TakenCaps<'a> {
-    caps: &'a [Arc<ConnCap>],
-    n: usize,
-}
-
-impl Drop for TakenCaps<'_> {
-    fn drop(&mut self) {
-        for cap in &self.caps[..self.n] {
-            cap.give();
-        }
-    }
-}
-
-/// A server being opened: counted in `open` and holding the pool's cap slots. Dropped without
-/// [`OpeningSlot::keep`] (the connect failed, or the acquire was abandoned mid-connect) it
-/// gives both back, so an abandoned connect can never shrink the pool for good.
-struct OpeningSlot<'a> {
-    pool: &'a Pool,
-    kept: bool,
-}
-
-impl<'a> OpeningSlot<'a> {
-    fn take(pool: &'a Pool) -> Self {
-        lock(&pool.state).open += 1;
-        OpeningSlot { pool, kept: false }
-    }
-
-    /// The connect succeeded: the count and the slots now belong to the new connection.
-    fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl Drop for OpeningSlot<'_> {
-    fn drop(&mut self) {
-        if !self.kept {
-            lock(&self.pool.state).open -= 1;
-            self.pool.give_caps();
         }
     }
 }
