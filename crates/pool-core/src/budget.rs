@@ -31,6 +31,9 @@ pub struct ConnCap {
     /// A slot was freed (one waiter is woken per slot).
     freed: Notify,
     members: Mutex<Vec<Weak<dyn ReclaimIdle>>>,
+    /// What the adaptive controllers of the pools under this cap want of it, by pool name:
+    /// the cap is shared between them by demand (`adaptive/share.rs`).
+    claims: Mutex<std::collections::BTreeMap<String, crate::adaptive::Claim>>,
 }
 
 impl ConnCap {
@@ -42,6 +45,7 @@ impl ConnCap {
             used: AtomicU32::new(0),
             freed: Notify::new(),
             members: Mutex::new(Vec::new()),
+            claims: Mutex::default(),
         }
     }
 
@@ -104,6 +108,25 @@ impl ConnCap {
             .iter()
             .filter(|p| !std::ptr::addr_eq(Arc::as_ptr(p), except))
             .any(|p| p.close_one_idle())
+    }
+
+    /// Posts `pool`'s claim and returns its fair share of the limit given every claim posted
+    /// (`None` without a limit).
+    pub fn share(&self, pool: &str, claim: crate::adaptive::Claim) -> Option<u32> {
+        let limit = self.limit();
+        let mut claims = lock(&self.claims);
+        claims.insert(pool.to_owned(), claim);
+        if limit == 0 {
+            return None;
+        }
+        let list: Vec<_> = claims.values().copied().collect();
+        let at = claims.keys().position(|k| k == pool)?;
+        crate::adaptive::water_fill(limit, &list).get(at).copied()
+    }
+
+    /// Withdraws `pool`'s claim (its controller stopped).
+    pub fn withdraw(&self, pool: &str) {
+        lock(&self.claims).remove(pool);
     }
 
     /// Resolves when a slot may have been freed.

@@ -147,6 +147,9 @@ pub struct Decision {
     pub direction: Direction,
     /// Why.
     pub reason: Reason,
+    /// The size demand asked for, before the step bound, ceilings and limits (what the pool
+    /// claims of a shared budget).
+    pub wanted: u32,
     /// What it read.
     pub inputs: Inputs,
 }
@@ -175,6 +178,8 @@ pub struct State {
     descent: Option<(u32, f64)>,
     /// Clients waiting at the previous tick (the queue's growth is unserved arrivals).
     prev_waiting: u32,
+    /// The size demand asked for at the last decision.
+    wanted: u32,
 }
 
 impl State {
@@ -188,6 +193,7 @@ impl State {
             last_up: None,
             descent: None,
             prev_waiting: 0,
+            wanted: target,
         }
     }
 
@@ -217,6 +223,8 @@ pub fn decide(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> Decisi
     if state.ceiling.is_some_and(|(_, until)| now >= until) {
         state.ceiling = None;
     }
+    // Without demand, a pool claims what its busy servers use, plus one.
+    state.wanted = ((i.busy.ceil() as u32) + 1).min(state.target).max(l.min);
     let (mut target, reason) = step(state, i, l, now);
     state.prev_waiting = i.waiting;
     target = target.clamp(l.min, hard_max);
@@ -247,6 +255,7 @@ pub fn decide(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> Decisi
             std::cmp::Ordering::Equal => Direction::Hold,
         },
         reason,
+        wanted: state.wanted,
         inputs: *i,
     }
 }
@@ -308,6 +317,7 @@ fn step(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> (u32, Reason
             _ => (i.busy + f64::from(i.waiting)).ceil() as u32,
         };
         let wanted = wanted.max(size + 1);
+        state.wanted = wanted;
         let mut grown = wanted.min(size.saturating_add(l.max_step.max(1)));
         if let Some(c) = state.ceiling(now) {
             if grown > c {

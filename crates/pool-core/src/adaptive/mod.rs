@@ -4,8 +4,10 @@
 
 pub mod decide;
 mod runner;
+pub mod share;
 #[cfg(test)]
 mod sim;
 
 pub use decide::{decide, Decision, Direction, Inputs, Limits, Reason, State};
 pub use runner::{inputs_from, limits_from, spawn_controller, DecisionLog};
+pub use share::{water_fill, Claim};

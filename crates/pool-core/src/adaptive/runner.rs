@@ -116,12 +116,17 @@ pub fn spawn_controller(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
     let mut state: Option<State> = pool.upgrade().and_then(|p| {
         let settings = p.settings();
         settings.adaptive.enabled.then(|| {
-            let st = State::new(initial_target(&settings, p.sizes().0));
+            let start = initial_target(&settings, p.sizes().0);
+            // Inside this pool's share of any cap it counts against, from the start.
+            let share = p.budget_share(settings.min_size, start);
+            let st = State::new(share.map_or(start, |b| start.min(b.max(settings.min_size))));
             p.set_size_target(Some(st.target));
             st
         })
     });
     tokio::spawn(async move {
+        // This pool's share of the caps it counts against, from the claims of the last tick.
+        let mut budget: Option<u32> = None;
         loop {
             let tick = match pool.upgrade() {
                 Some(p) => p.settings().adaptive.tick.get(),
@@ -133,10 +138,13 @@ pub fn spawn_controller(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
             }
             let Some(p) = pool.upgrade() else { return };
             if p.is_closed() {
+                p.withdraw_claims();
                 return;
             }
             let settings = p.settings();
             if !settings.adaptive.enabled {
+                p.withdraw_claims();
+                budget = None;
                 if state.take().is_some() || p.size_target().is_some() {
                     p.set_size_target(None);
                     tracing::info!(pool = %p.name(), "adaptive sizing off: max_size in force");
@@ -151,12 +159,17 @@ pub fn spawn_controller(pool: Weak<Pool>, mut shutdown: watch::Receiver<bool>) {
                     u32::try_from(signals.open).unwrap_or(0),
                 ))
             });
+            if budget.is_none() {
+                budget = p.budget_share(settings.min_size, st.target);
+            }
             let d = decide(
                 st,
                 &inputs_from(&signals),
-                &limits_from(&settings, None),
+                &limits_from(&settings, budget),
                 now,
             );
+            // Claim what demand asked for; the share comes back for the next tick.
+            budget = p.budget_share(settings.min_size, d.wanted);
             apply(&p, &d);
             if d.direction == Direction::Up {
                 // Pre-warm what waiting clients will not open themselves, within the step.

@@ -224,7 +224,12 @@ impl Pool {
                     continue;
                 }
                 let timed_out = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, freed).await.is_err(),
+                    Some(d) => {
+                        // A client waiting for a cap slot is a waiting client too: the
+                        // controller must see the demand of a pool starved by its siblings.
+                        let _queued = Waiting::enter(&self.stats.waiting);
+                        tokio::time::timeout_at(d, freed).await.is_err()
+                    }
                     None => true,
                 };
                 if timed_out {

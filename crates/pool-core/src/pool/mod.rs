@@ -242,6 +242,28 @@ impl Pool {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Posts this pool's claim (`min`, `want`) on every cap it counts against and returns the
+    /// smallest fair share among them: the budget its controller sizes within (`None` when no
+    /// cap has a limit).
+    pub fn budget_share(&self, min: u32, want: u32) -> Option<u32> {
+        let claim = crate::adaptive::Claim {
+            min,
+            want: want.max(min),
+        };
+        self.env
+            .caps
+            .iter()
+            .filter_map(|cap| cap.share(&self.name, claim))
+            .min()
+    }
+
+    /// Withdraws this pool's claims (its controller stopped).
+    pub fn withdraw_claims(&self) {
+        for cap in &self.env.caps {
+            cap.withdraw(&self.name);
+        }
+    }
+
     /// The backend process ids of the idle servers (for checks against `pg_stat_activity`).
     pub fn idle_backend_pids(&self) -> Vec<i32> {
         lock(&self.state)

@@ -546,3 +546,87 @@ async fn connects_are_timed_and_failures_classified_per_pool() {
     assert_eq!(s.open, 1);
     drop(a);
 }
+
+#[tokio::test(start_paused = true)]
+async fn pools_under_one_cap_share_it_by_demand_and_never_exceed_it() {
+    let cap = Arc::new(ConnCap::new(
+        "max_db_connections of database app".into(),
+        12,
+    ));
+    let mut fixtures = Vec::new();
+    for i in 0..3 {
+        let mut s = settings(20);
+        s.min_size = 1;
+        s.adaptive.tick = HumanDuration::from_millis(100);
+        s.acquire_timeout = HumanDuration::from_secs(60);
+        let f = fixture_with(s, vec![cap.clone()], 0);
+        // Distinct names: claims are kept by pool name.
+        let f = Fixture {
+            pool: Pool::new(
+                PoolKey {
+                    database: "app".into(),
+                    user: format!("u{i}"),
+                },
+                f.pool.target().as_ref().clone(),
+                f.pool.settings().as_ref().clone(),
+                f.pool.env.clone(),
+            ),
+            ..f
+        };
+        crate::adaptive::spawn_controller(Arc::downgrade(&f.pool), f._shutdown.subscribe());
+        fixtures.push(f);
+    }
+    // Two pools with far more demand than the cap, one with a little.
+    let mut held = Vec::new();
+    for (i, f) in fixtures.iter().enumerate() {
+        let clients = if i == 2 { 2 } else { 30 };
+        for _ in 0..clients {
+            let pool = f.pool.clone();
+            // Transactions of 50 ms, back to back.
+            held.push(tokio::spawn(async move {
+                loop {
+                    let Ok(c) = pool.acquire().await else {
+                        continue;
+                    };
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    pool.release(c, true);
+                }
+            }));
+        }
+    }
+    // From the first tick on (the starting sizes were set one pool at a time).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let targets: Vec<u32> = fixtures
+            .iter()
+            .map(|f| f.pool.size_target().unwrap_or(0))
+            .collect();
+        assert!(
+            targets.iter().sum::<u32>() <= 12,
+            "over the cap: {targets:?}"
+        );
+        assert!(cap.used() <= 12);
+    }
+    let targets: Vec<u32> = fixtures
+        .iter()
+        .map(|f| f.pool.size_target().unwrap())
+        .collect();
+    assert!(
+        (2..=3).contains(&targets[2]),
+        "the small pool gets what it needs: {targets:?}"
+    );
+    assert!(
+        targets[0] >= 4 && targets[1] >= 4,
+        "the busy ones share the rest: {targets:?}"
+    );
+    assert_eq!(
+        targets.iter().sum::<u32>(),
+        12,
+        "all of the cap is used: {targets:?}"
+    );
+    assert!(targets[0].abs_diff(targets[1]) <= 1, "fairly: {targets:?}");
+    for h in held {
+        h.abort();
+    }
+}
