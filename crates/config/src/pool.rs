@@ -109,6 +109,9 @@ pub struct AdaptiveSettings {
     pub learn_budget: bool,
     /// Server connections left for others when the budget is learned. Default 5.
     pub reserved_connections: u32,
+    /// How often a learned budget is read again from the server (Neon autoscaling, instances
+    /// coming and going). Default 10s; must be > 0.
+    pub budget_interval: HumanDuration,
 }
 
 impl Default for AdaptiveSettings {
@@ -123,6 +126,7 @@ impl Default for AdaptiveSettings {
             saturation_ratio: 2.0,
             learn_budget: false,
             reserved_connections: 5,
+            budget_interval: HumanDuration::from_secs(10),
         }
     }
 }

@@ -175,6 +175,7 @@ pub(crate) fn pool_problems(p: &PoolSettings) -> Vec<(&'static str, String)> {
         ("evict_interval", p.evict_interval),
         ("connect_timeout", p.connect_timeout),
         ("adaptive.tick", p.adaptive.tick),
+        ("adaptive.budget_interval", p.adaptive.budget_interval),
     ] {
         if value.is_zero() {
             out.push((field, "must be greater than 0s".to_owned()));

@@ -34,6 +34,12 @@ pub struct ConnCap {
     /// What the adaptive controllers of the pools under this cap want of it, by pool name:
     /// the cap is shared between them by demand (`adaptive/share.rs`).
     claims: Mutex<std::collections::BTreeMap<String, crate::adaptive::Claim>>,
+    /// A learner keeps this cap's limit (`budget_learn.rs`).
+    pub learning: std::sync::atomic::AtomicBool,
+    /// The pools' controllers plan within their fair share of this cap (a connection budget);
+    /// the hand-set caps are hard limits only, their slots moving between pools as idle servers
+    /// are reclaimed.
+    by_demand: bool,
 }
 
 impl ConnCap {
@@ -46,6 +52,17 @@ impl ConnCap {
             freed: Notify::new(),
             members: Mutex::new(Vec::new()),
             claims: Mutex::default(),
+            learning: Default::default(),
+            by_demand: false,
+        }
+    }
+
+    /// A connection budget: a cap whose pools' controllers also size within their fair share
+    /// of it, by demand (the learned budget of a server).
+    pub fn budget(describe: String, limit: u32) -> Self {
+        ConnCap {
+            by_demand: true,
+            ..ConnCap::new(describe, limit)
         }
     }
 
@@ -113,6 +130,9 @@ impl ConnCap {
     /// Posts `pool`'s claim and returns its fair share of the limit given every claim posted
     /// (`None` without a limit).
     pub fn share(&self, pool: &str, claim: crate::adaptive::Claim) -> Option<u32> {
+        if !self.by_demand {
+            return None;
+        }
         let limit = self.limit();
         let mut claims = lock(&self.claims);
         claims.insert(pool.to_owned(), claim);

@@ -24,6 +24,7 @@ pub mod adaptive;
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+mod budget_learn;
 pub mod cancel;
 mod client;
 pub mod clients;

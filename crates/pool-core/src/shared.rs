@@ -63,6 +63,10 @@ pub struct Shared {
     /// The runtime pgtide serves on: pools created from another thread (an operator's call)
     /// still run their maintenance there.
     runtime: Option<tokio::runtime::Handle>,
+    /// This process's id among pgtide instances sharing a learned budget (random per start).
+    pub instance: String,
+    /// Itself, for tasks that must not keep it alive (the budget learner).
+    me: Weak<Shared>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -91,12 +95,14 @@ impl Shared {
             }),
             None => Default::default(),
         };
-        Arc::new(Shared {
+        Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             overrides: Mutex::new(overrides),
             shutdown: watch::Sender::new(false),
             config_source: Mutex::new(None),
             reload_hooks: Mutex::new(Vec::new()),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            instance: format!("{:08x}", rand::random::<u32>()),
             failures: Arc::new(Failures::new(events.clone())),
             events,
             server_tls: RwLock::new(Arc::new(server_tls)),
@@ -155,6 +161,7 @@ impl Shared {
                 };
                 let pool = Pool::new(key, target, settings, env);
                 self.restore_overrides(&pool);
+                self.learn_budget_for(&pool);
                 let maintenance = maintenance(Arc::downgrade(&pool), self.shutdown_signal());
                 let (weak, stop) = (Arc::downgrade(&pool), self.shutdown_signal());
                 match &self.runtime {
@@ -285,7 +292,56 @@ impl Shared {
                 ))
             })
             .clone();
-        vec![db, user]
+        let server = config
+            .databases
+            .get(&key.database)
+            .map(|d| format!("{}:{}", d.host, d.port))
+            .unwrap_or_default();
+        let budget = caps
+            .servers
+            .entry(server.clone())
+            .or_insert_with(|| {
+                Arc::new(ConnCap::budget(
+                    format!("the learned connection budget of server {server}"),
+                    0,
+                ))
+            })
+            .clone();
+        vec![db, user, budget]
+    }
+
+    /// Starts learning the budget of the server `pool` connects to, when its settings ask for
+    /// it and no learner runs for that address yet.
+    fn learn_budget_for(&self, pool: &Pool) {
+        if !pool.settings().adaptive.learn_budget {
+            return;
+        }
+        let addr = pool.target().display_addr();
+        let Some(cap) = lock(&self.caps).servers.get(&addr).cloned() else {
+            return;
+        };
+        if cap
+            .learning
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let spawn = || {
+            crate::budget_learn::spawn_learner(
+                self.me.clone(),
+                addr.clone(),
+                cap.clone(),
+                self.instance.clone(),
+                self.shutdown_signal(),
+            )
+        };
+        match &self.runtime {
+            Some(rt) => {
+                let _guard = rt.enter();
+                spawn();
+            }
+            None => spawn(),
+        }
     }
 
     /// Applies reloaded caps and breaker settings in place.
@@ -356,6 +412,8 @@ impl Shared {
 struct Caps {
     databases: HashMap<String, Arc<ConnCap>>,
     users: HashMap<String, Arc<ConnCap>>,
+    /// Learned budgets by server `host:port` (limit 0 until learned, or when not learned).
+    servers: HashMap<String, Arc<ConnCap>>,
 }
 
 /// First retry delay when a pool cannot reach `min_size`; doubles up to `evict_interval`.

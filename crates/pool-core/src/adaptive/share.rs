@@ -97,10 +97,7 @@ mod tests {
                 vec![c(0, 0)],
             ] {
                 let s = water_fill(budget, &claims);
-                assert!(
-                    s.iter().sum::<u32>() <= budget,
-                    "{budget} {claims:?} {s:?}"
-                );
+                assert!(s.iter().sum::<u32>() <= budget, "{budget} {claims:?} {s:?}");
                 for (x, cl) in s.iter().zip(&claims) {
                     assert!(*x <= cl.want.max(cl.min), "{budget} {claims:?} {s:?}");
                 }

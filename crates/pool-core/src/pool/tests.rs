@@ -548,11 +548,8 @@ async fn connects_are_timed_and_failures_classified_per_pool() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pools_under_one_cap_share_it_by_demand_and_never_exceed_it() {
-    let cap = Arc::new(ConnCap::new(
-        "max_db_connections of database app".into(),
-        12,
-    ));
+async fn pools_under_one_budget_share_it_by_demand_and_never_exceed_it() {
+    let cap = Arc::new(ConnCap::budget("the budget of server db:5432".into(), 12));
     let mut fixtures = Vec::new();
     for i in 0..3 {
         let mut s = settings(20);
