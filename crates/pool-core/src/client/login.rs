@@ -1,6 +1,7 @@
 //! From accept to the first ReadyForQuery: startup packet (SSL/GSS negotiation, cancel
 //! requests), client limit, database lookup, authentication, and the session's initial
-//! parameters.
+//! parameters. Every refusal on the way is a [`Refusal`] sent by [`refuse`]
+//! (`client/refusal.rs`), which counts it first.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -116,19 +117,20 @@ async fn login(
         Ok(who) => who,
         Err(refusal) => return refused(shared, &mut stream, "-", peer, *refusal).await,
     };
-    let label = format!("{database}/{user}");
+    // The pool's name before the pool is known (made only for a refusal).
+    let label = || format!("{database}/{user}");
     if !config.databases.contains_key(&database) {
         let refusal = Refusal::unknown_database(&database);
-        return refused(shared, &mut stream, &label, peer, refusal).await;
+        return refused(shared, &mut stream, &label(), peer, refusal).await;
     }
     let auth = shared.auth();
     if let Err(e) = auth.authenticate(&mut stream, &mut inbuf, &user).await {
-        return refused(shared, &mut stream, &label, peer, Refusal::auth(&e)).await;
+        return refused(shared, &mut stream, &label(), peer, Refusal::auth(&e)).await;
     }
     // The database may have left the config (a reload) while the client authenticated.
     let Some(pool) = shared.pool_for(&database, &user) else {
         let refusal = Refusal::unknown_database(&database);
-        return refused(shared, &mut stream, &label, peer, refusal).await;
+        return refused(shared, &mut stream, &label(), peer, refusal).await;
     };
     let settings = Arc::new(StartupSettings::from_startup(&startup));
     let params = match pool.session_params(&settings).await {
