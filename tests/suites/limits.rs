@@ -281,3 +281,67 @@ async fn slow_queries_and_transactions_are_logged_with_their_time_split() {
         "client think time is not server time: {detail}"
     );
 }
+
+/// A 57014 is the server's statement_timeout unless pgtide or the client cancelled the
+/// statement: told by who cancelled, not by the message, which is in the server's
+/// `lc_messages` (the harness's servers speak only English, so a 57014 raised with other
+/// words stands in for a localized server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_told_from_a_client_cancel_without_reading_the_message() {
+    let c = cluster();
+    let p = pgtide(&c, &[("pool.statement_timeout", "2s")]);
+    let client = connect(&p).await;
+    // The client cancels through pgtide: 57014, but not a statement timeout.
+    let token = client.cancel_token();
+    let sleeper = client.simple_query("SELECT pg_sleep(10)");
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel sent");
+    };
+    let (cancelled, ()) = tokio::join!(sleeper, cancel);
+    let err = cancelled.map(|_| ()).expect_err("cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(message(&err).contains("user request"), "{}", message(&err));
+    assert_eq!(count(&p, FailureClass::StatementTimeout), 0);
+    // The server's own statement_timeout: counted.
+    let err = client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .map(|_| ())
+        .expect_err("timed out");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert_eq!(count(&p, FailureClass::StatementTimeout), 1);
+    // A 57014 in other words than "statement timeout", which nobody asked for: counted too.
+    let err = client
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'Zeitüberschreitung der Anweisung' \
+             USING ERRCODE = 'query_canceled'; END $$",
+        )
+        .await
+        .expect_err("raised");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(!message(&err).contains("statement timeout"));
+    assert_eq!(count(&p, FailureClass::StatementTimeout), 2);
+    // A cancel that finds nothing running (the client idles inside a transaction, so pgtide
+    // forwards it, and the server ignores it) is forgotten at the next answer: it does not
+    // swallow the next timeout.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(value(&client, "SELECT 'between'").await, "between");
+    client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .map(|_| ())
+        .expect_err("timed out");
+    assert_eq!(count(&p, FailureClass::StatementTimeout), 3);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(value(&client, "SELECT 'ok'").await, "ok");
+}

@@ -3,11 +3,15 @@
 //! is using at that moment — and to nobody when it has none (a cancel never hits another
 //! client's query on a reused connection). A client still queued for a server has its wait
 //! aborted instead: it gets 57014 at once and its query is never sent.
+//!
+//! A forwarded cancel is also counted in the client's [`CancelSlot`], so that its session can
+//! tell the 57014 the client asked for from the server's own statement_timeout, without
+//! reading the error's (localized) text.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// Where a client's cancel should go right now: the server it is bound to, or its own wait
 /// for one.
@@ -31,12 +35,35 @@ pub struct CancelSlot {
     cancelled: AtomicBool,
     /// Wakes the wait when a cancel arrives.
     wake: Notify,
+    /// CancelRequests forwarded to the client's server whose 57014 the session has not seen
+    /// yet ([`CancelSlot::take_forwarded`]). Counted before the request is sent: the server
+    /// may answer the client before the cancel connection is closed.
+    forwarded: AtomicU32,
 }
 
 impl CancelSlot {
     /// Points the slot at a server (on checkout) or at nothing (on release).
+    /// A new target starts with no forwarded cancel outstanding.
     pub fn set(&self, target: Option<(SocketAddr, CancelKey)>) {
         *lock(&self.server) = target;
+        self.clear_forwarded();
+    }
+
+    /// The session saw a 57014: whether a cancel the client sent through pgtide explains it
+    /// (and if so, that cancel is used up).
+    pub fn take_forwarded(&self) -> bool {
+        self.forwarded
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Forgets forwarded cancels that found nothing to cancel (the statement ended first, or
+    /// none was running). The session calls it when every sync point has been answered; one
+    /// relaxed load unless a cancel is outstanding.
+    pub fn clear_forwarded(&self) {
+        if self.forwarded.load(Relaxed) != 0 {
+            self.forwarded.store(0, Relaxed);
+        }
     }
 
     fn get(&self) -> Option<(SocketAddr, CancelKey)> {
@@ -150,6 +177,7 @@ impl CancelRegistry {
             return false;
         };
         if let Some((addr, server_key)) = slot.get() {
+            slot.forwarded.fetch_add(1, Relaxed);
             return send_cancel(addr, server_key).await;
         }
         if slot.cancel_wait() {
@@ -183,5 +211,81 @@ pub async fn send_cancel(addr: SocketAddr, key: CancelKey) -> bool {
             tracing::warn!(server = %addr, "forwarding cancel request timed out");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A listener that takes cancel requests and closes each connection, as a server does.
+    async fn cancel_sink() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 16];
+                let _ = s.read_exact(&mut buf).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_cancel_is_counted_once_for_the_session() {
+        let registry = Arc::new(CancelRegistry::default());
+        let reg = registry.register();
+        let server_key = CancelKey {
+            process_id: 7,
+            secret_key: 8,
+        };
+        reg.slot.set(Some((cancel_sink().await, server_key)));
+        assert!(!reg.slot.take_forwarded(), "nothing forwarded yet");
+        assert!(registry.cancel(reg.key()).await);
+        assert!(
+            reg.slot.take_forwarded(),
+            "the client's cancel explains one 57014"
+        );
+        assert!(!reg.slot.take_forwarded(), "and only one");
+    }
+
+    #[tokio::test]
+    async fn stale_forwarded_cancels_are_forgotten() {
+        let registry = Arc::new(CancelRegistry::default());
+        let reg = registry.register();
+        let target = (
+            cancel_sink().await,
+            CancelKey {
+                process_id: 1,
+                secret_key: 2,
+            },
+        );
+        reg.slot.set(Some(target));
+        assert!(registry.cancel(reg.key()).await);
+        reg.slot.clear_forwarded();
+        assert!(
+            !reg.slot.take_forwarded(),
+            "cleared when every sync point was answered"
+        );
+        assert!(registry.cancel(reg.key()).await);
+        reg.slot.set(None);
+        assert!(
+            !reg.slot.take_forwarded(),
+            "cleared when the server is released"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_with_nowhere_to_go_counts_nothing() {
+        let registry = Arc::new(CancelRegistry::default());
+        let reg = registry.register();
+        assert!(!registry.cancel(reg.key()).await, "no server, no wait");
+        let unknown = CancelKey {
+            process_id: reg.key().process_id ^ 1,
+            secret_key: 0,
+        };
+        assert!(!registry.cancel(unknown).await);
+        assert!(!reg.slot.take_forwarded());
     }
 }

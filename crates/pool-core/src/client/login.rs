@@ -1,6 +1,7 @@
 //! From accept to the first ReadyForQuery: startup packet (SSL/GSS negotiation, cancel
 //! requests), client limit, database lookup, authentication, and the session's initial
-//! parameters.
+//! parameters. Every refusal on the way is a [`Refusal`] sent by [`refuse`]
+//! (`client/refusal.rs`), which counts it first.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,25 +9,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgtide_protocol::startup::{StartupMessage, MAX_STARTUP_PACKET_LEN};
-use pgtide_protocol::{
-    encode, parse_startup, Severity, SqlState, StartupPacket, TransactionStatus,
-};
+use pgtide_config::{ClientTlsMode, Config, PoolMode};
+use pgtide_protocol::startup::{CancelKey, StartupMessage, MAX_STARTUP_PACKET_LEN};
+use pgtide_protocol::stream::StreamScanner;
+use pgtide_protocol::{encode, parse_startup, SqlState, StartupPacket, TransactionStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::park::{drive, Parking};
-use super::reply::fatal;
+use super::refusal::{refuse, Refusal};
 use super::session::Session;
 use crate::error::SettingsError;
 use crate::failure::FailureClass;
-use crate::report::Failure;
-use crate::server::StartupSettings;
+use crate::server::{ParamSet, StartupSettings};
 use crate::shared::Shared;
 use crate::stream::Stream;
-use pgtide_config::{ClientTlsMode, PoolMode};
-use pgtide_protocol::stream::StreamScanner;
 
 /// A client that has not finished its startup packet in this long is dropped (slowloris).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -89,181 +87,60 @@ async fn admit(entry: Entry, n: usize, tcp: TcpStream, peer: SocketAddr) -> Opti
     let mut stream = Stream::Plain(tcp);
     let max = shared.config().pgtide.max_client_conn as usize;
     if n > max {
-        let message =
-            format!("no more connections allowed: pgtide's max_client_conn ({max}) reached");
-        shared
-            .failures
-            .report(Failure::new("-", FailureClass::ClientLimit, &message).client(peer));
-        fatal(
-            &mut stream,
-            SqlState::TOO_MANY_CONNECTIONS,
-            &message,
-            Some("Raise pgtide.max_client_conn or reduce the number of client connections."),
-        )
-        .await;
+        let refusal = Refusal::client_limit(max);
+        refuse(&mut stream, &shared.failures, "-", peer, &refusal).await;
         return None;
     }
     login(&shared, stream, peer, entry).await.map(Box::new)
 }
 
 /// Startup, database lookup, authentication and the initial parameters; `None` when the client
-/// was refused (it has been told why) or left.
+/// was refused (it has been told why, and the refusal counted) or left.
 async fn login(
     shared: &Arc<Shared>,
-    mut stream: Stream,
+    stream: Stream,
     peer: SocketAddr,
     entry: Entry,
 ) -> Option<Session> {
     let mut inbuf = BytesMut::new();
-    let startup =
-        match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(shared, stream, &mut inbuf)).await
-        {
-            Ok(Some((upgraded, startup))) => {
-                stream = upgraded;
-                startup
-            }
-            Ok(None) => return None,
-            Err(_) => {
-                shared.failures.report(
-                    Failure::new(
-                        "-",
-                        FailureClass::ProtocolViolation,
-                        "startup packet not received in time",
-                    )
-                    .client(peer),
-                );
-                return None;
-            }
-        };
-    let config = shared.config();
-    if !stream.is_tls() && config.pgtide.tls.mode == ClientTlsMode::Require {
-        let message = "pgtide requires SSL (pgtide.tls.mode = \"require\")";
-        shared
-            .failures
-            .report(Failure::new("-", FailureClass::ClientAuthFailed, message).client(peer));
-        fatal(
-            &mut stream,
-            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            message,
-            Some("Connect with sslmode=require or stronger."),
-        )
-        .await;
-        return None;
-    }
-    let Some(user) = startup.user().map(str::to_owned) else {
-        fatal(
-            &mut stream,
-            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            "no PostgreSQL user name specified in startup packet",
-            None,
-        )
-        .await;
-        return None;
+    let read = read_startup(shared, stream, peer, &mut inbuf);
+    let (mut stream, startup) = match tokio::time::timeout(STARTUP_TIMEOUT, read).await {
+        Ok(Some(read)) => read,
+        Ok(None) => return None,
+        Err(_) => {
+            // A slowloris: nothing to tell it.
+            Refusal::startup_timeout().report(&shared.failures, "-", peer);
+            return None;
+        }
     };
-    let database = startup.database_or_user().unwrap_or(&user).to_owned();
-    if startup
-        .param("replication")
-        .is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0"))
-    {
-        fatal(
-            &mut stream,
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "replication connections are not supported by pgtide",
-            Some("Connect replication clients to the server directly."),
-        )
-        .await;
-        return None;
-    }
+    let config = shared.config();
+    let (user, database) = match identify(&config, &stream, &startup) {
+        Ok(who) => who,
+        Err(refusal) => return refused(shared, &mut stream, "-", peer, *refusal).await,
+    };
+    // The pool's name before the pool is known (made only for a refusal).
+    let label = || format!("{database}/{user}");
     if !config.databases.contains_key(&database) {
-        let message = format!("database \"{database}\" does not exist");
-        shared.failures.report(
-            Failure::new(
-                &format!("{database}/{user}"),
-                FailureClass::ClientAuthFailed,
-                &message,
-            )
-            .client(peer),
-        );
-        fatal(
-            &mut stream,
-            SqlState::INVALID_CATALOG_NAME,
-            &message,
-            Some("pgtide serves only the databases listed under [databases] in its config."),
-        )
-        .await;
-        return None;
+        let refusal = Refusal::unknown_database(&database);
+        return refused(shared, &mut stream, &label(), peer, refusal).await;
     }
     let auth = shared.auth();
     if let Err(e) = auth.authenticate(&mut stream, &mut inbuf, &user).await {
-        let class = match e {
-            crate::auth::ClientAuthError::Protocol(_) => FailureClass::ProtocolViolation,
-            _ => FailureClass::ClientAuthFailed,
-        };
-        let message = e.to_string();
-        shared.failures.report(
-            Failure::new(&format!("{database}/{user}"), class, &message)
-                .client(peer)
-                .code(Some(e.sqlstate().as_str().to_owned())),
-        );
-        fatal(&mut stream, e.sqlstate(), &message, None).await;
-        return None;
+        return refused(shared, &mut stream, &label(), peer, Refusal::auth(&e)).await;
     }
+    // The database may have left the config (a reload) while the client authenticated.
     let Some(pool) = shared.pool_for(&database, &user) else {
-        fatal(
-            &mut stream,
-            SqlState::INVALID_CATALOG_NAME,
-            &format!("database \"{database}\" does not exist"),
-            None,
-        )
-        .await;
-        return None;
+        let refusal = Refusal::unknown_database(&database);
+        return refused(shared, &mut stream, &label(), peer, refusal).await;
     };
     let settings = Arc::new(StartupSettings::from_startup(&startup));
     let params = match pool.session_params(&settings).await {
         Ok(p) => p,
-        Err(SettingsError::Acquire(e)) => {
-            let message = e.to_string();
-            shared
-                .failures
-                .report(e.failure(pool.name(), &message).client(peer));
-            fatal(&mut stream, e.sqlstate(), &message, Some(e.hint())).await;
-            return None;
-        }
-        Err(SettingsError::Refused { fields }) => {
-            // As PostgreSQL refuses a login with a bad setting: FATAL, the server's words.
-            let code = fields.code.unwrap_or(SqlState::INVALID_PARAMETER_VALUE);
-            let message = fields.message.clone().unwrap_or_default();
-            shared.failures.report(
-                Failure::new(
-                    pool.name(),
-                    FailureClass::ClientAuthFailed,
-                    &format!("startup setting refused by the server: {message}"),
-                )
-                .client(peer)
-                .code(Some(code.as_str().to_owned())),
-            );
-            let mut out = BytesMut::with_capacity(128 + message.len());
-            encode::error_response(
-                &mut out,
-                Severity::Fatal,
-                code,
-                &message,
-                fields.detail.as_deref(),
-                fields.hint.as_deref(),
-            );
-            let _ = stream.write_all(&out).await;
-            return None;
-        }
-        Err(e @ SettingsError::Lost { .. }) => {
-            let message = e.to_string();
-            shared.failures.report(
-                Failure::new(pool.name(), FailureClass::ServerConnLost, &message).client(peer),
-            );
-            fatal(&mut stream, SqlState::CONNECTION_FAILURE, &message, None).await;
-            return None;
+        Err(e) => {
+            let refusal = settings_refusal(&e);
+            return refused(shared, &mut stream, pool.name(), peer, refusal).await;
         }
     };
-    let mode = pool.settings().mode;
     let registration = shared.cancels.register();
     let mut entry = entry;
     entry.slot.1 = Some(shared.registry.register(
@@ -275,31 +152,15 @@ async fn login(
         },
         registration.slot.clone(),
     ));
-    let mut out = BytesMut::with_capacity(512);
-    encode::auth_ok(&mut out);
-    // What PostgreSQL reports at login: its reported settings, with the client's values.
-    for (name, value) in params.reported() {
-        encode::parameter_status(&mut out, name, value);
-    }
-    encode::backend_key_data(&mut out, registration.key());
-    encode::ready_for_query(&mut out, TransactionStatus::Idle);
-    if stream.write_all(&out).await.is_err() {
-        return None;
-    }
-    drop(out);
+    welcome(&mut stream, &params, registration.key()).await?;
     let pipelined = !inbuf.is_empty();
     // Login buffers are not needed any more; an idle client should hold no memory but its task.
     drop(inbuf);
     if pipelined {
-        // Bytes after the password message (a pipelining client): nothing legitimate is sent
-        // before ReadyForQuery, so refuse rather than guess.
-        let message = "unexpected data before ReadyForQuery";
-        shared.failures.report(
-            Failure::new(pool.name(), FailureClass::ProtocolViolation, message).client(peer),
-        );
-        fatal(&mut stream, SqlState::PROTOCOL_VIOLATION, message, None).await;
-        return None;
+        let refusal = Refusal::pipelined_login();
+        return refused(shared, &mut stream, pool.name(), peer, refusal).await;
     }
+    let mode = pool.settings().mode;
     Some(Session {
         failures: shared.failures.clone(),
         // In session mode the client's server is one started with its settings.
@@ -327,11 +188,75 @@ async fn login(
     })
 }
 
+/// Refuses the client ([`refuse`]) and ends its login.
+async fn refused(
+    shared: &Shared,
+    stream: &mut Stream,
+    pool: &str,
+    peer: SocketAddr,
+    refusal: Refusal,
+) -> Option<Session> {
+    refuse(stream, &shared.failures, pool, peer, &refusal).await;
+    None
+}
+
+/// Who the startup packet says the client is (user, database), unless pgtide does not serve
+/// it at all: a plain connection where TLS is required, no user name, a replication
+/// connection (boxed: an error this size would weigh on every login's happy path).
+fn identify(
+    config: &Config,
+    stream: &Stream,
+    startup: &StartupMessage,
+) -> Result<(String, String), Box<Refusal>> {
+    if !stream.is_tls() && config.pgtide.tls.mode == ClientTlsMode::Require {
+        return Err(Box::new(Refusal::tls_required()));
+    }
+    let Some(user) = startup.user().map(str::to_owned) else {
+        return Err(Box::new(Refusal::no_user()));
+    };
+    let database = startup.database_or_user().unwrap_or(&user).to_owned();
+    if startup
+        .param("replication")
+        .is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0"))
+    {
+        return Err(Box::new(Refusal::replication()));
+    }
+    Ok((user, database))
+}
+
+/// Why the client's startup settings could not be given to its session, as a refusal.
+fn settings_refusal(e: &SettingsError) -> Refusal {
+    match e {
+        SettingsError::Acquire(e) => Refusal::acquire(e),
+        SettingsError::Refused { fields } => Refusal::setting_refused(fields),
+        e @ SettingsError::Lost { .. } => Refusal::new(
+            FailureClass::ServerConnLost,
+            SqlState::CONNECTION_FAILURE,
+            e.to_string(),
+        ),
+    }
+}
+
+/// Sends what PostgreSQL sends after a successful login: AuthenticationOk, its reported
+/// settings with the client's values, BackendKeyData (pgtide's own key) and ReadyForQuery.
+/// `None` when the client is gone.
+async fn welcome(stream: &mut Stream, params: &ParamSet, key: CancelKey) -> Option<()> {
+    let mut out = BytesMut::with_capacity(512);
+    encode::auth_ok(&mut out);
+    for (name, value) in params.reported() {
+        encode::parameter_status(&mut out, name, value);
+    }
+    encode::backend_key_data(&mut out, key);
+    encode::ready_for_query(&mut out, TransactionStatus::Idle);
+    stream.write_all(&out).await.ok()
+}
+
 /// Reads the startup packet, answering SSL and GSS requests and serving cancel requests.
 /// `None` means the connection is done (cancel served, bad packet answered, client gone).
 async fn read_startup(
     shared: &Shared,
     mut stream: Stream,
+    peer: SocketAddr,
     inbuf: &mut BytesMut,
 ) -> Option<(Stream, StartupMessage)> {
     loop {
@@ -345,12 +270,9 @@ async fn read_startup(
                 if let Some(acceptor) = acceptor {
                     if !inbuf.is_empty() {
                         // Bytes sent before the handshake could be injected by a man in the
-                        // middle (CVE-2021-23222); refuse rather than trust them.
-                        shared.failures.report(Failure::new(
-                            "-",
-                            FailureClass::ProtocolViolation,
-                            "data after SSLRequest before the TLS handshake",
-                        ));
+                        // middle (CVE-2021-23222); refuse rather than trust them. The client
+                        // expects a handshake now, not an ErrorResponse.
+                        Refusal::data_before_tls().report(&shared.failures, "-", peer);
                         return None;
                     }
                     let Stream::Plain(tcp) = stream else {
@@ -359,12 +281,7 @@ async fn read_startup(
                     match acceptor.accept(tcp).await {
                         Ok(tls) => stream = Stream::Accepted(Box::new(tls)),
                         Err(e) => {
-                            let message = format!("client TLS handshake failed: {e}");
-                            shared.failures.report(Failure::new(
-                                "-",
-                                FailureClass::ProtocolViolation,
-                                &message,
-                            ));
+                            Refusal::tls_handshake(&e).report(&shared.failures, "-", peer);
                             return None;
                         }
                     }
@@ -387,15 +304,8 @@ async fn read_startup(
                 }
             }
             Err(e) => {
-                let message = format!("bad startup packet: {e}");
-                shared.failures.report(Failure::new(
-                    "-",
-                    FailureClass::ProtocolViolation,
-                    &message,
-                ));
-                let mut out = BytesMut::new();
-                encode::protocol_error_response(&mut out, Severity::Fatal, &e);
-                let _ = stream.write_all(&out).await;
+                let refusal = Refusal::bad_startup(&e);
+                refuse(&mut stream, &shared.failures, "-", peer, &refusal).await;
                 return None;
             }
         }

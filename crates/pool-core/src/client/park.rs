@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::session::{Next, Session, TaskWaits};
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// The park timer's period: a client quiet for a whole period (between one and two periods
 /// after its last message) is parked.

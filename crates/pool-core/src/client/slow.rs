@@ -59,6 +59,24 @@ impl SlowLog {
         self.first_sql.clear();
     }
 
+    /// Notes the statement of a Query or Parse frame the client sent; `body` is `None` when it
+    /// was too long to capture.
+    pub fn saw_statement(&mut self, frame_tag: u8, body: Option<&[u8]>) {
+        let Some(body) = body else {
+            self.saw_sql(b"(statement text too long to capture)");
+            return;
+        };
+        match frame_tag {
+            pgtide_protocol::tag::frontend::QUERY => self.saw_sql(body),
+            pgtide_protocol::tag::frontend::PARSE => {
+                // Statement name, then the SQL.
+                let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                self.saw_sql(body.get(name_end + 1..).unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+
     /// Notes the SQL text of a Query or Parse body (NUL-terminated, possibly after a name).
     pub fn saw_sql(&mut self, sql: &[u8]) {
         let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());

@@ -575,5 +575,4 @@ impl Pool {
     }
 }
 
-/// Re-exported for modules that still import it from here; new code uses `crate::sync::lock`.
-pub(crate) use crate::sync::lock;
+use crate::sync::lock;
