@@ -2,7 +2,7 @@
 //! reconnect. A pool is named by two path segments, `{database}/{user}` (a name containing `/`
 //! is percent-encoded as `%2F`).
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use pgtide_pool_core::overrides::OverrideError;
@@ -64,9 +64,11 @@ pub async fn patch(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((database, user)): Path<(String, String)>,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<PoolDto>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // Parsed whatever the Content-Type says, so `curl -d '{...}'` works as documented.
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let changes = patch::changes(&body)?;
     let shared = state.proxy().shared();
     let applied = patch::apply(shared, &database, &user, changes)?;

@@ -53,6 +53,9 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
+/// Run once everything is bound, before serving.
+pub type OnReady = Box<dyn FnOnce(&Bound) + Send>;
+
 /// How [`serve`] runs besides its config.
 #[derive(Default)]
 pub struct Options {
@@ -61,7 +64,7 @@ pub struct Options {
     /// Admin tokens to use instead of `admin.tokens_file` (the demo's generated ones).
     pub tokens: Option<Tokens>,
     /// Called once everything is bound, before serving (the demo prints its banner).
-    pub on_ready: Option<Box<dyn FnOnce(&Bound) + Send>>,
+    pub on_ready: Option<OnReady>,
 }
 
 /// Binds and serves `config` with its admin API; `log.level` follows reloads through
