@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use pgtide_config::{ConfigError, Role, TokensFile};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::state::AdminState;
@@ -143,13 +146,37 @@ impl AuthFailure {
     }
 }
 
+/// Refusal log lines per second before further ones are only counted (and summarised in the
+/// next line that gets through): someone guessing tokens cannot flood the log.
+pub const LOG_LINES_PER_SECOND: u32 = 10;
+
 /// Refused requests by reason.
 #[derive(Debug, Default)]
 pub struct AuthFailures {
     counts: [AtomicU64; 3],
+    /// (window start, lines logged in it, lines suppressed since the last one logged).
+    log: Mutex<(Option<Instant>, u32, u64)>,
 }
 
 impl AuthFailures {
+    /// `Some(lines suppressed since the last logged one)` when a refusal may be logged now.
+    fn admit_log_line(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut w = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            *w = (Some(now), 0, w.2);
+        }
+        if w.1 < LOG_LINES_PER_SECOND {
+            w.1 += 1;
+            Some(std::mem::take(&mut w.2))
+        } else {
+            w.2 += 1;
+            None
+        }
+    }
+
     /// Counts one.
     pub fn count(&self, why: AuthFailure) {
         self.counts[why as usize].fetch_add(1, Relaxed);
@@ -189,13 +216,16 @@ fn authenticate(state: &AdminState, req: &Request, needed: Role) -> Result<Calle
             .map(|c| c.0.to_string())
             .unwrap_or_default();
         // The token is never logged: only why it was refused.
-        tracing::warn!(
-            reason = why.as_str(),
-            method = %req.method(),
-            path = req.uri().path(),
-            peer,
-            "admin API request refused"
-        );
+        if let Some(suppressed) = state.auth_failures().admit_log_line() {
+            tracing::warn!(
+                reason = why.as_str(),
+                method = %req.method(),
+                path = req.uri().path(),
+                peer,
+                suppressed,
+                "admin API request refused"
+            );
+        }
         err
     };
     let Some(presented) = presented else {
@@ -275,6 +305,19 @@ mod tests {
         assert_eq!(t.check("viewer-token-012345678"), None);
         assert_eq!(t.check(""), None);
         assert!(!format!("{t:?}").contains("token-0123"));
+    }
+
+    #[test]
+    fn refusals_are_logged_at_a_bounded_rate_and_all_counted() {
+        let f = AuthFailures::default();
+        let logged = (0..100)
+            .filter(|_| {
+                f.count(AuthFailure::Invalid);
+                f.admit_log_line().is_some()
+            })
+            .count();
+        assert_eq!(logged, LOG_LINES_PER_SECOND as usize);
+        assert_eq!(f.get(AuthFailure::Invalid), 100);
     }
 
     #[test]

@@ -152,6 +152,13 @@ pub async fn events(
             )));
         }
     }
+    if let Some(k) = &f.kind {
+        if !["failure", "breaker_open", "breaker_closed", "slow_query"].contains(&k.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "kind {k:?}: expected failure, breaker_open, breaker_closed or slow_query"
+            )));
+        }
+    }
     let since = f.since.unwrap_or(0);
     let limit = f.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS);
     let all = state.proxy().shared().events.since(since, usize::MAX);

@@ -68,13 +68,15 @@ pub fn tokens_of(config: &Config) -> Result<Tokens, ConfigError> {
 }
 
 /// Binds `admin.listen` and serves the API until pgtide shuts down. With `tokens`, those are
-/// used (the demo's); otherwise the tokens file is read now and again after every reload.
+/// used (the demo's); otherwise the tokens file is read now and again after every reload. With
+/// `any_port` (the demo), a busy `admin.listen` falls back to a free port on the same address.
 pub async fn start(
     config: &Config,
     proxy: &ProxyHandle,
     tokens: Option<Tokens>,
     prometheus: Option<PrometheusHandle>,
     drain_timeout: Duration,
+    any_port: bool,
 ) -> Result<Admin, AdminError> {
     let from_file = tokens.is_none();
     let tokens = match tokens {
@@ -103,9 +105,17 @@ pub async fn start(
         }));
     }
     let addr = config.admin.listen;
-    let listener = pgtide_admin_api::bind(addr)
-        .await
-        .map_err(|source| AdminError::Bind { addr, source })?;
+    let listener = match pgtide_admin_api::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if any_port && addr.port() != 0 => {
+            let free = SocketAddr::new(addr.ip(), 0);
+            tracing::warn!(listen = %addr, error = %e, "admin API: address busy, using a free port");
+            pgtide_admin_api::bind(free)
+                .await
+                .map_err(|source| AdminError::Bind { addr: free, source })?
+        }
+        Err(source) => return Err(AdminError::Bind { addr, source }),
+    };
     let addr = listener.local_addr().unwrap_or(addr);
     let mut stop = proxy.shutdown_signal();
     let task = tokio::spawn(async move {

@@ -65,6 +65,9 @@ pub struct Options {
     pub tokens: Option<Tokens>,
     /// Called once everything is bound, before serving (the demo prints its banner).
     pub on_ready: Option<OnReady>,
+    /// A busy `admin.listen` falls back to a free port (the demo: a second demo or a
+    /// benchmark next to a running pgtide still starts).
+    pub admin_any_port: bool,
 }
 
 /// Binds and serves `config` with its admin API; `log.level` follows reloads through
@@ -80,15 +83,23 @@ pub async fn serve(config: Config, log_level: logging::LogLevel, options: Option
         }
     };
     let handle = proxy.handle();
-    let admin =
-        match admin::start(&config, &handle, options.tokens, prometheus, DRAIN_TIMEOUT).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                eprintln!("pgtide: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let admin = match admin::start(
+        &config,
+        &handle,
+        options.tokens,
+        prometheus,
+        DRAIN_TIMEOUT,
+        options.admin_any_port,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("pgtide: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let bound = Bound {
         listen: proxy.local_addrs(),
         admin: admin.addr,

@@ -93,6 +93,7 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
     let options = daemon::Options {
         tokens: Some(tokens),
         on_ready: Some(Box::new(on_ready)),
+        admin_any_port: true,
         ..daemon::Options::default()
     };
     let code = runtime.block_on(daemon::serve(config, log_level, options));
