@@ -252,6 +252,21 @@ fn the_daemon_serves_the_api_and_every_documented_metric_then_shuts_down_through
         "{audit}"
     );
 
+    // The tokens file is read again on reload: a new viewer token works, the old one is gone.
+    let fresh = "viewer-token-after-reload-01";
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"sre\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n\n\
+             [[tokens]]\nname = \"dash\"\nrole = \"viewer\"\ntoken = \"{fresh}\"\n"
+        ),
+    )
+    .unwrap();
+    let r = http::post(admin, "/v1/reload", Some(OPERATOR));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(http::get(admin, "/v1/pools", Some(fresh)).status, 200);
+    assert_eq!(http::get(admin, "/v1/pools", Some(VIEWER)).status, 401);
+
     let s = http::post(admin, "/v1/shutdown", Some(OPERATOR));
     assert_eq!(s.status, 202, "{}", s.body);
     assert_eq!(
