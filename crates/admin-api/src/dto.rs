@@ -3,10 +3,12 @@
 //! the config file spells them (`"5s"`, `20`, `true`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pgtide_config::InForce;
+use pgtide_pool_core::adaptive::Decision;
 use pgtide_pool_core::clients::{ClientState, ClientView};
+use pgtide_pool_core::clock::Instant;
 use pgtide_pool_core::events::Event;
 use pgtide_pool_core::lifecycle::ReloadReport;
 use pgtide_pool_core::pool::{Percentiles, Signals};
@@ -148,6 +150,67 @@ pub struct ClientCountsDto {
     waiting: usize,
 }
 
+/// What the adaptive controller read for one decision.
+#[derive(Debug, Serialize)]
+pub struct InputsDto {
+    window_seconds: f64,
+    waiting: u32,
+    acquire_wait_p95_seconds: f64,
+    acquire_timeouts: u64,
+    transactions_per_second: f64,
+    busy_servers: f64,
+    utilization: Option<f64>,
+    server_query_mean_seconds: Option<f64>,
+    connect_failures: u64,
+    too_many_connections: u64,
+    open: u32,
+}
+
+/// One decision of the adaptive controller.
+#[derive(Debug, Serialize)]
+pub struct DecisionDto {
+    at: String,
+    from: u32,
+    target: u32,
+    /// `up`, `down` or `hold`.
+    direction: &'static str,
+    /// `demand`, `saturated`, `connect_failures`, `low_utilization`, `at_ceiling`, `at_limit`,
+    /// `steady`, `bounds`.
+    reason: &'static str,
+    /// The size demand asked for, before step bounds, ceilings and limits.
+    wanted: u32,
+    inputs: InputsDto,
+}
+
+impl DecisionDto {
+    /// `d`, its instant placed on the wall clock by `now` (the snapshot's instant and time).
+    fn new(d: &Decision, now: (Instant, SystemTime)) -> Self {
+        let ago = now.0.saturating_duration_since(d.at);
+        let i = &d.inputs;
+        DecisionDto {
+            at: rfc3339(now.1.checked_sub(ago).unwrap_or(now.1)),
+            from: d.from,
+            target: d.target,
+            direction: d.direction.as_str(),
+            reason: d.reason.as_str(),
+            wanted: d.wanted,
+            inputs: InputsDto {
+                window_seconds: secs(i.window),
+                waiting: i.waiting,
+                acquire_wait_p95_seconds: secs(i.wait_p95),
+                acquire_timeouts: i.timeouts,
+                transactions_per_second: i.throughput,
+                busy_servers: i.busy,
+                utilization: i.utilization,
+                server_query_mean_seconds: i.latency.map(secs),
+                connect_failures: i.connect_failures,
+                too_many_connections: i.too_many,
+                open: i.open,
+            },
+        }
+    }
+}
+
 /// One pool.
 #[derive(Debug, Serialize)]
 pub struct PoolDto {
@@ -162,6 +225,8 @@ pub struct PoolDto {
     clients: ClientCountsDto,
     limits: BTreeMap<String, LimitDto>,
     signals: SignalsDto,
+    /// The adaptive controller's last decisions, oldest first.
+    decisions: Vec<DecisionDto>,
     /// Failures since start, by class.
     failures_total: BTreeMap<&'static str, u64>,
 }
@@ -169,6 +234,7 @@ pub struct PoolDto {
 impl PoolDto {
     /// `view` with the pool's failure counts since start (indexed as [`FailureClass::ALL`]).
     pub fn new(view: &PoolView, failures: &[u64]) -> Self {
+        let now = (Instant::now(), SystemTime::now());
         let int = |key: &str| {
             view.limits
                 .iter()
@@ -200,6 +266,11 @@ impl PoolDto {
             },
             limits: limits(&view.limits),
             signals: (&view.signals).into(),
+            decisions: view
+                .decisions
+                .iter()
+                .map(|d| DecisionDto::new(d, now))
+                .collect(),
             failures_total: FailureClass::ALL
                 .iter()
                 .zip(failures)

@@ -57,6 +57,18 @@ fn describe() {
         "pgtide_prepared_statements",
         "Distinct prepared statements known to the pool."
     );
+    metrics::describe_counter!(
+        "pgtide_controller_decisions_total",
+        "Adaptive controller decisions by pool, direction and reason."
+    );
+    metrics::describe_gauge!(
+        "pgtide_pool_target_size",
+        "The adaptive controller's last size target."
+    );
+    metrics::describe_gauge!(
+        "pgtide_budget_connections",
+        "The connection budget learned for a server address."
+    );
     metrics::describe_gauge!(
         "pgtide_breaker_open",
         "1 while the circuit breaker of a server address is open (clients fail fast)."

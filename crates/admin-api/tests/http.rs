@@ -69,8 +69,12 @@ fn cluster(auth: Auth) -> Cluster {
         .expect("cluster starts")
 }
 
+/// pgtide in front of `cluster`. The adaptive controller is off: these tests are about what an
+/// operator sets, and a fixed pool makes "drains to 2" and "grows at once" exact.
 fn pgtide(cluster: &Cluster, settings: &[(&str, &str)]) -> Pgtide {
-    let mut b = PgtideBuilder::new(cluster, DB).set("databases.app.password", PASSWORD);
+    let mut b = PgtideBuilder::new(cluster, DB)
+        .set("databases.app.password", PASSWORD)
+        .set("pool.adaptive.enabled", "false");
     for (k, v) in settings {
         b = b.set(k, v);
     }

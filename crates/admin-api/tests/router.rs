@@ -400,6 +400,7 @@ async fn pause_resume_drain_and_reconnect_change_the_pools_state() {
     let (s, v, _) = call(&app, "GET", "/v1/pools", Some(VIEWER), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["pools"][0]["name"], "app/app");
+    assert!(v["pools"][0]["decisions"].is_array(), "{v}");
     let (s, _, _) = call(
         &app,
         "POST",

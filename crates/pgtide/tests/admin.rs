@@ -132,6 +132,7 @@ fn the_daemon_serves_the_api_and_every_documented_metric_then_shuts_down_through
         "[pgtide]\nlisten = [\"127.0.0.1:{port}\"]\nauth_type = \"trust\"\nbreaker_threshold = 1\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntokens_file = {tokens:?}\n\n\
          [pool]\nmax_size = 4\nmax_prepared_statements = 1\nslow_query_threshold = \"5ms\"\n\n\
+         [pool.adaptive]\nlearn_budget = true\nbudget_interval = \"1s\"\n\n\
          [databases.app]\nhost = \"127.0.0.1\"\nport = {}\n\n\
          [databases.gone]\nhost = \"127.0.0.1\"\nport = {dead_port}\nconnect_timeout = \"1s\"\n",
         cluster.port()
@@ -168,9 +169,6 @@ fn the_daemon_serves_the_api_and_every_documented_metric_then_shuts_down_through
 
     workload(port);
 
-    let m = http::get(admin, "/metrics", None);
-    assert_eq!(m.status, 200);
-    let families = prom::parse(&m.body).unwrap_or_else(|e| panic!("{e}\n{}", m.body));
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/metrics.md"
@@ -178,14 +176,26 @@ fn the_daemon_serves_the_api_and_every_documented_metric_then_shuts_down_through
     .unwrap();
     let documented = prom::documented(&doc);
     assert!(documented.len() >= 25, "{documented:?}");
-    let missing: Vec<&String> = documented
-        .iter()
-        .filter(|name| {
-            families
-                .get(*name)
-                .is_none_or(|(_, samples)| samples.is_empty())
-        })
-        .collect();
+    // The controller ticks and the budget is read every second: scrape until both showed up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (m, families, missing) = loop {
+        let m = http::get(admin, "/metrics", None);
+        assert_eq!(m.status, 200);
+        let families = prom::parse(&m.body).unwrap_or_else(|e| panic!("{e}\n{}", m.body));
+        let missing: Vec<String> = documented
+            .iter()
+            .filter(|name| {
+                families
+                    .get(*name)
+                    .is_none_or(|(_, samples)| samples.is_empty())
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break (m, families, missing);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         missing.is_empty(),
         "documented but not served: {missing:?}\n{}",
