@@ -1,15 +1,18 @@
 //! `pgtide [--config FILE]`: the daemon. SIGHUP reloads the config live; SIGTERM/SIGINT stop
 //! accepting, let transactions finish, and exit.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
+use pgtide_admin_api::Tokens;
 
 use pgtide_config::Config;
 use pgtide_pool_core::{Proxy, ProxyHandle};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::admin;
 use crate::check_config::EXIT_INVALID;
 use crate::cli::ConfigArgs;
 use crate::logging;
@@ -34,16 +37,43 @@ pub fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, Some(args.clone()), log_level))
+    let options = Options {
+        reload_from: Some(args.clone()),
+        ..Options::default()
+    };
+    runtime.block_on(serve(config, log_level, options))
 }
 
-/// Binds and serves `config`; with `reload_from`, SIGHUP reloads from those flags (and
-/// `log.level` follows through `log_level`).
-pub async fn serve(
-    config: Config,
-    reload_from: Option<ConfigArgs>,
-    log_level: logging::LogLevel,
-) -> ExitCode {
+/// Where pgtide listens, once bound.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// Client listeners.
+    pub listen: Vec<SocketAddr>,
+    /// The admin API.
+    pub admin: SocketAddr,
+}
+
+/// Run once everything is bound, before serving.
+pub type OnReady = Box<dyn FnOnce(&Bound) + Send>;
+
+/// How [`serve`] runs besides its config.
+#[derive(Default)]
+pub struct Options {
+    /// SIGHUP (and `POST /v1/reload`) reload from these flags.
+    pub reload_from: Option<ConfigArgs>,
+    /// Admin tokens to use instead of `admin.tokens_file` (the demo's generated ones).
+    pub tokens: Option<Tokens>,
+    /// Called once everything is bound, before serving (the demo prints its banner).
+    pub on_ready: Option<OnReady>,
+    /// A busy `admin.listen` falls back to a free port (the demo: a second demo or a
+    /// benchmark next to a running pgtide still starts).
+    pub admin_any_port: bool,
+}
+
+/// Binds and serves `config` with its admin API; `log.level` follows reloads through
+/// `log_level`.
+pub async fn serve(config: Config, log_level: logging::LogLevel, options: Options) -> ExitCode {
+    let prometheus = admin::install_metrics();
     let proxy = match Proxy::bind(config.clone()).await {
         Ok(p) => p,
         Err(e) => {
@@ -52,21 +82,42 @@ pub async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let addrs: Vec<String> = proxy
-        .local_addrs()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    tracing::info!(listen = %addrs.join(", "), databases = config.databases.len(), version = env!("CARGO_PKG_VERSION"), "pgtide ready");
     let handle = proxy.handle();
+    let admin = match admin::start(
+        &config,
+        &handle,
+        options.tokens,
+        prometheus,
+        DRAIN_TIMEOUT,
+        options.admin_any_port,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("pgtide: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = Bound {
+        listen: proxy.local_addrs(),
+        admin: admin.addr,
+    };
+    let addrs: Vec<String> = bound.listen.iter().map(ToString::to_string).collect();
+    tracing::info!(listen = %addrs.join(", "), admin = %bound.admin, databases = config.databases.len(), version = env!("CARGO_PKG_VERSION"), "pgtide ready");
     handle.on_reload(Arc::new(move |c: &Config| log_level.set(&c.log.level)));
-    if let Some(args) = reload_from {
+    if let Some(args) = options.reload_from {
         handle.set_config_source(Arc::new(move || {
             args.load().map_err(|e| vec![e.to_string()])
         }));
         tokio::spawn(reload_on_sighup(handle.clone()));
     }
+    if let Some(on_ready) = options.on_ready {
+        on_ready(&bound);
+    }
     proxy.serve(shutdown_signal(), DRAIN_TIMEOUT).await;
+    admin.stopped().await;
     tracing::info!("pgtide stopped");
     ExitCode::SUCCESS
 }

@@ -4,7 +4,8 @@
 
 use std::process::ExitCode;
 
-use pgtide_config::Loader;
+use pgtide_admin_api::Tokens;
+use pgtide_config::{Loader, Role};
 use pgtide_harness::{Auth, Cluster};
 
 use crate::check_config::EXIT_INVALID;
@@ -54,23 +55,34 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
         }
     };
     let log_level = logging::init(&config.log);
-    println!();
-    println!(
-        "  PostgreSQL (direct):  {}",
-        cluster.url(DEMO_USER, DEMO_PASSWORD, DEMO_DB)
-    );
-    println!("  pgtide:               psql \"postgresql://{DEMO_USER}@{listen}/{DEMO_DB}\"");
-    println!(
-        "  pgbench:              pgbench -h {} -p {} -U {DEMO_USER} {DEMO_DB}",
-        host_of(listen),
-        port_of(listen)
-    );
-    println!(
-        "  admin API:            http://{} (lands with the admin API issue; not served yet)",
-        config.admin.listen
-    );
-    println!("  Ctrl-C stops pgtide and removes the cluster.");
-    println!();
+    let viewer = random_token();
+    let operator = random_token();
+    let tokens = Tokens::none()
+        .with("demo-viewer", Role::Viewer, &viewer)
+        .with("demo-operator", Role::Operator, &operator);
+    let direct = cluster.url(DEMO_USER, DEMO_PASSWORD, DEMO_DB);
+    let on_ready = move |bound: &daemon::Bound| {
+        let listen = bound
+            .listen
+            .first()
+            .map_or_else(String::new, ToString::to_string);
+        let admin = bound.admin;
+        println!();
+        println!("  PostgreSQL (direct):  {direct}");
+        println!("  pgtide:               psql \"postgresql://{DEMO_USER}@{listen}/{DEMO_DB}\"");
+        println!(
+            "  pgbench:              pgbench -h {} -p {} -U {DEMO_USER} {DEMO_DB}",
+            host_of(&listen),
+            port_of(&listen)
+        );
+        println!("  admin API:            http://{admin}/v1/pools");
+        println!("  viewer token:         {viewer}");
+        println!("  operator token:       {operator}");
+        println!("  try:                  curl -H \"Authorization: Bearer {viewer}\" http://{admin}/v1/pools");
+        println!("  metrics:              curl http://{admin}/metrics");
+        println!("  Ctrl-C stops pgtide and removes the cluster.");
+        println!();
+    };
     let runtime = match pgtide_pool_core::runtime::build(config.pgtide.workers) {
         Ok(rt) => rt,
         Err(e) => {
@@ -78,11 +90,23 @@ pub fn run(listen: &str, args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(daemon::serve(config, None, log_level));
+    let options = daemon::Options {
+        tokens: Some(tokens),
+        on_ready: Some(Box::new(on_ready)),
+        admin_any_port: true,
+        ..daemon::Options::default()
+    };
+    let code = runtime.block_on(daemon::serve(config, log_level, options));
     drop(runtime);
     drop(cluster);
     eprintln!("pgtide demo: cluster removed");
     code
+}
+
+/// 32 hex digits from the OS's random source: a fresh admin token for each demo run.
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn host_of(listen: &str) -> &str {

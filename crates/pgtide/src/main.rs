@@ -1,6 +1,7 @@
 //! The pgtide daemon.
 //!
 //! # Layout
+//! - `admin` — the admin API's listener, tokens and metrics recorder in the daemon.
 //! - `cli` — flags and subcommands (clap); flags are the top config layer.
 //! - `logging` — tracing-subscriber set-up.
 //! - `check_config` — `pgtide check-config FILE`.
@@ -8,6 +9,7 @@
 //! - `demo` — `pgtide demo`: a throwaway PostgreSQL with pgtide in front.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod check_config;
 mod cli;
 mod daemon;

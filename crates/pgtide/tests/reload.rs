@@ -114,7 +114,7 @@ fn config_with(
 ) -> String {
     format!(
         "[pgtide]\nlisten = [\"127.0.0.1:{port}\"]\nauth_type = \"trust\"\nworkers = {workers}\n\n\
-         [log]\nlevel = \"{level}\"\n\n[admin]\nstate_file = {state:?}\n\n\
+         [log]\nlevel = \"{level}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = {state:?}\n\n\
          [pool]\nmax_size = {max_size}\n\n\
          [databases.app]\nhost = \"127.0.0.1\"\nport = {pg}\n"
     )
