@@ -303,6 +303,11 @@ fn step(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> (u32, Reason
     // 3. Grow on demand.
     if demand {
         state.low_since = None;
+        // While the queue does not shrink, every waiting client would keep a server busy:
+        // clients that wait for their answer before sending more (a closed loop: the usual
+        // application) never show as arrivals beyond what is served.
+        let short = (i.busy + f64::from(i.waiting)).ceil() as u32;
+        let queue_holds = i.waiting >= state.prev_waiting;
         let wanted = match i.latency {
             // Little's law: the arrival rate (served, timed out, and the queue's growth) times
             // the server time, plus enough to drain the queue over a few windows.
@@ -312,9 +317,14 @@ fn step(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> (u32, Reason
                 let grew = f64::from(i.waiting) - f64::from(state.prev_waiting);
                 let arrivals = (i.throughput + (i.timeouts as f64 + grew) / secs).max(0.0);
                 let drain = f64::from(i.waiting) / (secs * DRAIN_WINDOWS);
-                ((arrivals + drain) * l_srv.as_secs_f64()).ceil() as u32
+                let little = ((arrivals + drain) * l_srv.as_secs_f64()).ceil() as u32;
+                if queue_holds {
+                    little.max(short)
+                } else {
+                    little
+                }
             }
-            _ => (i.busy + f64::from(i.waiting)).ceil() as u32,
+            _ => short,
         };
         let wanted = wanted.max(size + 1);
         state.wanted = wanted;
@@ -413,13 +423,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn demand_grows_by_at_most_the_step_and_never_past_max() {
         let l = limits();
-        // Little's law: 100/s served plus 30 more queued in the window, 20 ms each: 3 servers.
+        // 30 clients wait on 2 busy servers and the queue is not shrinking: 32 wanted, one
+        // step (max_connects_per_tick = 4) now.
         let mut s = State::new(2);
         let d = decide(&mut s, &busy(30, 2.0, 100.0, 20), &l, Instant::now());
         assert_eq!(
             (d.target, d.direction, d.reason),
-            (3, Direction::Up, Reason::Demand)
+            (6, Direction::Up, Reason::Demand)
         );
+        assert_eq!(d.wanted, 32);
+        // The queue shrinks: Little's law decides (100/s served, the rest draining over four
+        // windows, 20 ms each: 3 servers), so the pool grows by one only.
+        let d = decide(&mut s, &busy(20, 6.0, 100.0, 20), &l, Instant::now());
+        assert_eq!(d.target, 7);
         // 300 queued at 100 ms: far more than one step.
         let mut s = State::new(2);
         let d = decide(&mut s, &busy(300, 2.0, 20.0, 100), &l, Instant::now());
@@ -438,7 +454,7 @@ mod tests {
         let t0 = Instant::now();
         let sec = |n| t0 + Duration::from_secs(n);
         decide(&mut s, &busy(20, 4.0, 200.0, 20), &l, t0);
-        assert_eq!(s.target, 5);
+        assert_eq!(s.target, 8);
         // More connections, the same throughput, twice the latency: saturated, undone.
         let d = decide(&mut s, &busy(20, 5.0, 201.0, 40), &l, sec(1));
         assert_eq!((d.target, d.reason), (4, Reason::Saturated));
@@ -452,7 +468,7 @@ mod tests {
         assert_eq!((d.target, d.reason), (4, Reason::AtCeiling));
         // The ceiling lapses: the controller probes again.
         let d = decide(&mut s, &busy(20, 4.0, 200.0, 20), &l, sec(40));
-        assert_eq!((d.target, d.reason), (5, Reason::Demand));
+        assert_eq!((d.target, d.reason), (8, Reason::Demand));
     }
 
     #[tokio::test(start_paused = true)]
@@ -461,15 +477,15 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         decide(&mut s, &busy(20, 4.0, 40.0, 100), &l, t0);
-        assert_eq!(s.target, 7);
+        assert_eq!(s.target, 8);
         // I/O-bound: the same latency, twice the throughput: the growth stands, and goes on.
         let d = decide(
             &mut s,
-            &busy(12, 7.0, 80.0, 100),
+            &busy(12, 8.0, 80.0, 100),
             &l,
             t0 + Duration::from_secs(1),
         );
-        assert_eq!((d.target, d.reason), (8, Reason::Demand));
+        assert_eq!((d.target, d.reason), (9, Reason::Demand));
     }
 
     #[tokio::test(start_paused = true)]
