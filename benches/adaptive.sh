@@ -4,8 +4,9 @@
 # against the same throwaway PostgreSQL (`pgtide demo`), per phase: throughput, latency p50/p99,
 # failed transactions (acquire timeouts), and the server connection-seconds pgtide held.
 #
-# Usage: benches/adaptive.sh [--out DIR] [--phase-secs N]
-#   defaults: a temporary DIR (printed), 10 s per busy phase
+# Usage: benches/adaptive.sh [--out DIR] [--phase-secs N] [--sizings "adaptive fixed-5 ..."]
+#   defaults: a temporary DIR (printed), 10 s per busy phase, adaptive fixed-5 fixed-20 fixed-40
+#   (pgtide's log of each sizing is kept as DIR/SIZING.log: the controller's target changes)
 # Environment: PGTIDE_BIN=/path/to/pgtide skips the build (release build otherwise).
 # Needs root (the demo runs PostgreSQL as the postgres OS user), pgbench and psql, python3.
 # Writes DIR/results.md (the table), DIR/series.csv (pool connections every 0.5 s, per
@@ -21,10 +22,12 @@ set -euo pipefail
 
 OUT=""
 PHASE=10
+SIZINGS_ARG="adaptive fixed-5 fixed-20 fixed-40"
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift ;;
         --phase-secs) PHASE="$2"; shift ;;
+        --sizings) SIZINGS_ARG="$2"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "adaptive.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -74,7 +77,7 @@ select count(*) from generate_series(1, 40000);
 EOF
 
 # sizing label -> pgtide --set flags
-SIZINGS=(adaptive fixed-5 fixed-20 fixed-40)
+read -r -a SIZINGS <<<"$SIZINGS_ARG"
 flags_for() {
     case "$1" in
         adaptive) echo "--set pool.max_size=40 --set pool.adaptive.enabled=true --set pool.adaptive.shrink_after=5s" ;;
@@ -90,13 +93,13 @@ for sizing in "${SIZINGS[@]}"; do
     log "$sizing: starting pgtide demo on 127.0.0.1:$PORT"
     # shellcheck disable=SC2046
     "$BIN" demo --listen "127.0.0.1:$PORT" --set pool.acquire_timeout=5s $(flags_for "$sizing") \
-        >"$WORK/demo.out" 2>"$WORK/demo.err" &
+        >"$WORK/demo.out" 2>"$OUT/$sizing.log" &
     PID=$!
     DIRECT=""
     for _ in $(seq 1 1200); do
         DIRECT="$(sed -n 's|^ *PostgreSQL (direct): *.*@127\.0\.0\.1:\([0-9]*\)/.*$|\1|p' "$WORK/demo.out" | head -n1)"
         [ -n "$DIRECT" ] && break
-        kill -0 "$PID" 2>/dev/null || die "demo exited: $(tail -n 20 "$WORK/demo.err")"
+        kill -0 "$PID" 2>/dev/null || die "demo exited: $(tail -n 20 "$OUT/$sizing.log")"
         sleep 0.1
     done
     [ -n "$DIRECT" ] || die "no direct URL"

@@ -178,6 +178,9 @@ pub struct State {
     descent: Option<(u32, f64)>,
     /// Clients waiting at the previous tick (the queue's growth is unserved arrivals).
     prev_waiting: u32,
+    /// How much the last decision grew the target (its servers took that many waiting
+    /// clients out of the queue).
+    last_growth: u32,
     /// The size demand asked for at the last decision.
     wanted: u32,
 }
@@ -193,6 +196,7 @@ impl State {
             last_up: None,
             descent: None,
             prev_waiting: 0,
+            last_growth: 0,
             wanted: target,
         }
     }
@@ -228,6 +232,7 @@ pub fn decide(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> Decisi
     let (mut target, reason) = step(state, i, l, now);
     state.prev_waiting = i.waiting;
     target = target.clamp(l.min, hard_max);
+    state.last_growth = target.saturating_sub(from);
     let reason = if target != from && reason == Reason::Steady {
         Reason::Bounds
     } else {
@@ -303,11 +308,12 @@ fn step(state: &mut State, i: &Inputs, l: &Limits, now: Instant) -> (u32, Reason
     // 3. Grow on demand.
     if demand {
         state.low_since = None;
-        // While the queue does not shrink, every waiting client would keep a server busy:
+        // While the queue shrinks no faster than the last growth took clients out of it, every
+        // waiting client would keep a server busy:
         // clients that wait for their answer before sending more (a closed loop: the usual
         // application) never show as arrivals beyond what is served.
         let short = (i.busy + f64::from(i.waiting)).ceil() as u32;
-        let queue_holds = i.waiting >= state.prev_waiting;
+        let queue_holds = i.waiting + state.last_growth >= state.prev_waiting;
         let wanted = match i.latency {
             // Little's law: the arrival rate (served, timed out, and the queue's growth) times
             // the server time, plus enough to drain the queue over a few windows.
