@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pgtide_harness::{pg_command, Auth, Cluster, Pgtide};
+use pgtide_harness::{Auth, Cluster, Pgtide};
 use pgtide_pool_core::adaptive::{Direction, Reason};
 
 fn setup(extra: &[(&str, &str)]) -> (Cluster, Pgtide) {
@@ -26,26 +26,7 @@ fn setup(extra: &[(&str, &str)]) -> (Cluster, Pgtide) {
 
 /// pgbench with 20 clients running `select pg_sleep(0.05)` for `secs`.
 fn sleepy_load(p: &Pgtide, secs: u32) -> std::thread::JoinHandle<String> {
-    let script = std::env::temp_dir().join(format!("pgtide-sleep-{}.sql", std::process::id()));
-    std::fs::write(&script, "select pg_sleep(0.05);\n").unwrap();
-    let port = p.port().to_string();
-    std::thread::spawn(move || {
-        let out = pg_command("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", USER, "-n"])
-            .args(["-c", "20", "-j", "20", "-T", &secs.to_string()])
-            .arg("-f")
-            .arg(&script)
-            .arg(DB)
-            .output()
-            .expect("pgbench runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        text
-    })
+    pgbench_sql(p.port(), 20, secs, "select pg_sleep(0.05);")
 }
 
 #[test]

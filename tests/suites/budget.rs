@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::Raw;
 use common::*;
-use pgtide_harness::{pg_command, Auth, Cluster, Pgtide};
+use pgtide_harness::{Auth, Cluster, Pgtide};
 
 const MAX_CONNECTIONS: u32 = 30;
 /// 30 − 3 (superuser_reserved_connections) − 5 (reserved_connections).
@@ -31,24 +31,7 @@ fn instance(cluster: &Cluster) -> Pgtide {
 }
 
 fn load(p: &Pgtide, secs: u32) -> std::thread::JoinHandle<String> {
-    let script = std::env::temp_dir().join(format!("pgtide-budget-{}.sql", std::process::id()));
-    std::fs::write(&script, "select pg_sleep(0.05);\n").unwrap();
-    let port = p.port().to_string();
-    std::thread::spawn(move || {
-        let out = pg_command("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", USER, "-n"])
-            .args(["-c", "30", "-j", "30", "-T", &secs.to_string()])
-            .arg("-f")
-            .arg(&script)
-            .arg(DB)
-            .output()
-            .expect("pgbench runs");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    pgbench_sql(p.port(), 30, secs, "select pg_sleep(0.05);")
 }
 
 /// Server connections of the app user, without the budget control connections.

@@ -171,3 +171,36 @@ pub fn read_until_ready(s: &mut std::net::TcpStream, count: usize) -> Vec<(u8, V
     }
     out
 }
+
+/// pgbench through pgtide on `port` as the app user: `clients` clients (one thread each) running
+/// `sql` for `secs`, in the background; joins to pgbench's output (panics when it fails).
+pub fn pgbench_sql(
+    port: u16,
+    clients: u32,
+    secs: u32,
+    sql: &str,
+) -> std::thread::JoinHandle<String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let script = std::env::temp_dir().join(format!("pgtide-bench-{}-{n}.sql", std::process::id()));
+    std::fs::write(&script, format!("{sql}\n")).expect("write the pgbench script");
+    std::thread::spawn(move || {
+        let out = pg_command("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "-n"])
+            .args(["-c", &clients.to_string(), "-j", &clients.to_string()])
+            .args(["-T", &secs.to_string()])
+            .arg("-f")
+            .arg(&script)
+            .arg(DB)
+            .output()
+            .expect("pgbench runs");
+        let _ = std::fs::remove_file(&script);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+        text
+    })
+}
