@@ -141,9 +141,18 @@ impl Failures {
     /// Counts, logs (rate-limited) and records one failure.
     pub fn report(&self, f: Failure<'_>) {
         self.counts[f.class as usize].fetch_add(1, Relaxed);
-        lock(&self.by_pool)
-            .entry(f.pool.to_owned())
-            .or_insert([0; FailureClass::ALL.len()])[f.class as usize] += 1;
+        {
+            // Allocates the pool's name once, at its first failure.
+            let mut by_pool = lock(&self.by_pool);
+            match by_pool.get_mut(f.pool) {
+                Some(counts) => counts[f.class as usize] += 1,
+                None => {
+                    let mut counts = [0; FailureClass::ALL.len()];
+                    counts[f.class as usize] = 1;
+                    by_pool.insert(f.pool.to_owned(), counts);
+                }
+            }
+        }
         metrics::counter!("pgtide_failures_total", "pool" => f.pool.to_owned(), "class" => f.class.as_str())
             .increment(1);
         let mut event = Event::new(EventKind::Failure, f.pool, f.message);

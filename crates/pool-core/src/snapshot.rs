@@ -125,10 +125,7 @@ impl Shared {
                 |c: &&ClientView| c.info.database == key.database && c.info.user == key.user;
             let settings = pool.settings();
             let (open, idle, _) = pool.sizes();
-            let established = pool
-                .stats
-                .established
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let established = pool.stats.established();
             let (open_servers, idle_servers) = pool.servers();
             let idle_by_id: HashMap<u64, (Instant, usize)> = idle_servers
                 .iter()

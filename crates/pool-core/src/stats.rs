@@ -33,9 +33,6 @@ pub struct PoolStats {
     pub closes: AtomicU64,
     /// Clients that gave up at acquire_timeout.
     pub acquire_timeouts: AtomicU64,
-    /// Acquire waits that ran into acquire_timeout (or a cap's), also in the wait histogram
-    /// at the time they waited: an exhausted pool shows in the wait percentiles.
-    pub timed_out_waits: AtomicU64,
     /// Successful connects: their latency (TCP, TLS, authentication).
     pub connect: DurationHist,
     /// Failed connects by class (indexed as `FailureClass::ALL`).
@@ -48,8 +45,6 @@ pub struct PoolStats {
     pub open_since_ns: AtomicU64,
     /// Lifetimes of closed servers, summed (ns).
     pub closed_lifetimes_ns: AtomicU64,
-    /// Established servers open now.
-    pub established: AtomicU64,
     /// Server time of transactions (first byte sent to the ReadyForQuery that ends them,
     /// without the client's think time between statements): count, sum, histogram.
     pub server_tx: DurationHist,
@@ -98,10 +93,20 @@ impl PoolStats {
         self.acquire_wait_hist[ns_bucket(ns)].fetch_add(1, Relaxed);
     }
 
-    /// Records an acquire that gave up after waiting `waited`.
+    /// Records an acquire that gave up after waiting `waited`: counted in `acquire_timeouts`
+    /// and in the wait histogram at the time it waited, so an exhausted pool shows in the wait
+    /// percentiles.
     pub fn record_timed_out_wait(&self, waited: Duration) {
-        self.timed_out_waits.fetch_add(1, Relaxed);
+        self.acquire_timeouts.fetch_add(1, Relaxed);
         self.acquire_wait_hist[wait_bucket(waited)].fetch_add(1, Relaxed);
+    }
+
+    /// Established servers open now: every successful connect is closed exactly once, through
+    /// the pool's one close path.
+    pub fn established(&self) -> u64 {
+        self.connects
+            .load(Relaxed)
+            .saturating_sub(self.closes.load(Relaxed))
     }
 
     /// A copy of the histogram, for computing percentiles between two snapshots.

@@ -83,6 +83,8 @@ impl SqlState {
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState::new(b"53300");
     /// `54000`
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState::new(b"54000");
+    /// `55P02`: a setting that only a new session can take (`SET` after connection start).
+    pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState::new(b"55P02");
     /// `57014`: statement cancelled (cancel request or timeout).
     pub const QUERY_CANCELED: SqlState = SqlState::new(b"57014");
     /// `57P01`

@@ -209,6 +209,16 @@ impl State {
     }
 }
 
+/// Where a controller starts: room for a burst of two steps, or what is open already, inside
+/// `[min_size, max_size]` (the daemon's tick and the simulation both start here).
+pub fn start_size(l: &Limits, open: u32) -> u32 {
+    l.max_step
+        .saturating_mul(2)
+        .max(open)
+        .max(l.min)
+        .clamp(l.min.max(1), l.max.max(1))
+}
+
 /// Throughput must rise by at least this fraction of what the extra connections would give
 /// an unsaturated server for a growth step to count as useful (Vegas' alpha).
 const USEFUL_GAIN: f64 = 0.25;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pgtide_config::PoolSettings;
 use tokio::sync::watch;
 
-use super::decide::{decide, Decision, Direction, Inputs, Limits, State};
+use super::decide::{decide, start_size, Decision, Direction, Inputs, Limits, State};
 use crate::clock::Instant;
 use crate::failure::FailureClass;
 use crate::pool::{Pool, Signals};
@@ -100,14 +100,9 @@ pub fn limits_from(settings: &PoolSettings, budget: Option<u32>) -> Limits {
     }
 }
 
-/// Where a controller starts: room for a burst of two steps, or what is open already, inside
-/// `[min_size, max_size]`.
+/// Where the pool's controller starts ([`start_size`] from the settings in force).
 fn initial_target(settings: &PoolSettings, open: u32) -> u32 {
-    let burst = settings.adaptive.max_connects_per_tick.saturating_mul(2);
-    burst
-        .max(open)
-        .max(settings.min_size)
-        .clamp(settings.min_size.max(1), settings.max_size.max(1))
+    start_size(&limits_from(settings, None), open)
 }
 
 /// Runs `pool`'s controller until the pool is dropped or closed, or pgtide stops.

@@ -150,7 +150,7 @@ pub async fn run(model: Model, phases: &[Phase], sizing: Sizing, seed: u64) -> R
     let (mut state, limits, mut size) = match sizing {
         Sizing::Fixed(n) => (None, None, n),
         Sizing::Adaptive(l) => {
-            let start = (l.max_step * 2).clamp(l.min.max(1), l.max);
+            let start = super::decide::start_size(&l, 0);
             (Some(State::new(start)), Some(l), start)
         }
     };

@@ -163,8 +163,9 @@ async fn login(
     let mode = pool.settings().mode;
     Some(Session {
         failures: shared.failures.clone(),
-        // In session mode the client's server is one started with its settings.
-        startup: (mode == PoolMode::Session && !settings.is_empty()).then_some(settings),
+        // In session mode the client's server is one started with its settings, when they
+        // change anything from the pool's defaults.
+        startup: (mode == PoolMode::Session && params.has_overrides()).then_some(settings),
         mode,
         settings: pool.settings(),
         settings_seen: 0,

@@ -142,7 +142,6 @@ impl Pool {
                 biased;
                 r = &mut queued => return r.map_err(|_| self.closed_error()),
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.stats.acquire_timeouts.fetch_add(1, Relaxed);
                     self.stats.record_timed_out_wait(timeout);
                     return Err(AcquireError::Timeout {
                         pool: self.name.clone(),
@@ -234,7 +233,6 @@ impl Pool {
                 };
                 if timed_out {
                     if deadline.is_some() {
-                        self.stats.acquire_timeouts.fetch_add(1, Relaxed);
                         self.stats.record_timed_out_wait(start.elapsed());
                     }
                     return Err(AcquireError::CapReached {

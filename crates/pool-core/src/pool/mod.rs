@@ -447,7 +447,6 @@ impl Pool {
                         with_client_settings: conn.startup.is_some(),
                     },
                 );
-                self.stats.established.fetch_add(1, Relaxed);
                 self.stats
                     .open_since_ns
                     .fetch_add(self.since_epoch(conn.created), Relaxed);
@@ -555,7 +554,6 @@ impl Pool {
     fn close_conn(&self, conn: Box<ServerConn>) {
         self.stats.closes.fetch_add(1, Relaxed);
         lock(&self.servers).remove(&conn.id);
-        self.stats.established.fetch_sub(1, Relaxed);
         self.stats
             .open_since_ns
             .fetch_sub(self.since_epoch(conn.created), Relaxed);

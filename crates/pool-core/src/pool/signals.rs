@@ -145,7 +145,7 @@ impl Pool {
             window,
             waiting: self.stats.waiting.load(Relaxed),
             active: self.stats.active.load(Relaxed),
-            open: self.stats.established.load(Relaxed),
+            open: self.stats.established(),
             acquires,
             acquire_timeouts: reading.timeouts.saturating_sub(origin.timeouts),
             acquire_wait: wait,
@@ -166,13 +166,13 @@ impl Pool {
         // Busy-server integral: finished holds, plus the running ones up to `now`.
         let active = s.active.load(Relaxed) as u128;
         let running = (active * now_ns).saturating_sub(u128::from(s.active_since_ns.load(Relaxed)));
-        let established = u128::from(s.established.load(Relaxed));
+        let established = u128::from(s.established());
         let open_now =
             (established * now_ns).saturating_sub(u128::from(s.open_since_ns.load(Relaxed)));
         Reading {
             at: now,
             acquires: s.acquires.load(Relaxed),
-            timeouts: s.timed_out_waits.load(Relaxed),
+            timeouts: s.acquire_timeouts.load(Relaxed),
             wait_sum_ns: s.acquire_wait_ns.load(Relaxed),
             wait: s.wait_histogram(),
             connect: Hist::read(&s.connect),

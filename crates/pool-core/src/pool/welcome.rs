@@ -3,10 +3,11 @@
 //!
 //! A client that asks for no settings costs nothing here. Settings seen before are looked up
 //! in the pool's cache of validated settings; new ones are validated on a server once: in
-//! transaction and statement mode by `SET`s on a server brought to the welcome set first (so
-//! a value whose meaning depends on the current one, such as `DateStyle = Postgres`, comes out
-//! as on a fresh session); in session mode by opening a server with those settings in its own
-//! startup packet, which the session then uses. The server's answer is the client's: a
+//! every mode by `SET`s on a server brought to the welcome set first (so a value whose meaning
+//! depends on the current one, such as `DateStyle = Postgres`, comes out as on a fresh
+//! session); a setting only a new session can take is validated in session mode by opening a
+//! server with it in its startup packet. In session mode a client whose settings change
+//! anything gets servers started with them (`Session::startup`). The server's answer is the client's: a
 //! rejected value refuses the login with the server's SQLSTATE and message, and the values the
 //! server reports are the ones the client is told.
 
@@ -17,6 +18,7 @@ use pgtide_config::PoolMode;
 use super::{lock, Pool};
 use crate::error::{AcquireError, ServerError, SettingsError};
 use crate::server::{Entries, ParamSet, StartupSettings};
+use pgtide_protocol::SqlState;
 
 /// Validated settings kept per pool; the cache is emptied when full (a hostile client sending
 /// ever new settings pays a server round trip per login, never unbounded memory).
@@ -52,36 +54,40 @@ impl Pool {
         wanted: &Arc<StartupSettings>,
     ) -> Result<Arc<Entries>, SettingsError> {
         let welcome = lock(&self.welcome).clone().unwrap_or_default();
-        let session_mode = self.settings().mode == PoolMode::Session;
-        let mut checkout = if session_mode {
-            self.acquire_for(Some(wanted)).await.map_err(refused)?
-        } else {
-            self.acquire().await?
-        };
+        // Validated with SETs on a plain server in every mode: most clients' settings equal
+        // the server's defaults (drivers send client_encoding=UTF8 and the like), and such a
+        // session-mode client can then use the pool's plain servers. Only a setting a running
+        // session cannot take (55P02, a PGC_BACKEND setting) is validated by starting a server
+        // with it.
+        let mut checkout = self.acquire().await?;
         let conn = checkout.conn();
-        if !session_mode {
-            // From the welcome set, as a fresh session would start.
-            let mut sql = ParamSet::sync_query(&ParamSet::over(welcome.clone()), &conn.params)
-                .unwrap_or_default();
-            sql.push_str(&wanted.set_query());
-            match conn.run_own_query(&sql, |_, _| {}).await {
-                Ok(None) => {}
-                Ok(Some(fields)) => {
-                    // The implicit transaction rolled every SET back: the server is clean.
-                    self.release(checkout, true);
+        // From the welcome set, as a fresh session would start.
+        let mut sql = ParamSet::sync_query(&ParamSet::over(welcome.clone()), &conn.params)
+            .unwrap_or_default();
+        sql.push_str(&wanted.set_query());
+        match conn.run_own_query(&sql, |_, _| {}).await {
+            Ok(None) => {}
+            Ok(Some(fields)) => {
+                // The implicit transaction rolled every SET back: the server is clean.
+                self.release(checkout, true);
+                let backend_only = fields.code == Some(SqlState::CANT_CHANGE_RUNTIME_PARAM);
+                if backend_only && self.settings().mode == PoolMode::Session {
+                    checkout = self.acquire_for(Some(wanted)).await.map_err(refused)?;
+                } else {
                     return Err(SettingsError::Refused {
                         fields: Box::new(fields),
                     });
                 }
-                Err(reason) => {
-                    drop(checkout);
-                    return Err(SettingsError::Lost {
-                        pool: self.name.clone(),
-                        reason,
-                    });
-                }
+            }
+            Err(reason) => {
+                drop(checkout);
+                return Err(SettingsError::Lost {
+                    pool: self.name.clone(),
+                    reason,
+                });
             }
         }
+        let conn = checkout.conn();
         let mut overrides = Entries::new();
         for (name, value) in wanted.iter() {
             let reported = welcome.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));

@@ -111,6 +111,12 @@ impl ParamSet {
             })
     }
 
+    /// True when this set has values of its own over its base (a client whose settings differ
+    /// from the pool's welcome set).
+    pub fn has_overrides(&self) -> bool {
+        !self.own.is_empty()
+    }
+
     /// Keeps only the entries `keep` accepts (materializes a shared base first).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         if self.base.is_some() {

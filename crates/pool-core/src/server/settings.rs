@@ -7,9 +7,9 @@
 //!   the login with the server's own error; the canonical values the server reports
 //!   (`EUC_JP` for `euc-jp`, `ISO, MDY` for `iso`) are what the client is told
 //!   ([`crate::pool::Pool::session_params`]);
-//! - in session mode the client's server is one started with these settings in its own
-//!   startup packet, so its defaults really are the client's; servers are matched by their
-//!   settings (`ServerConn::startup`);
+//! - in session mode, when they change anything from the pool's defaults, the client's server
+//!   is one started with these settings in its own startup packet, so its defaults really are
+//!   the client's; servers are matched by their settings (`ServerConn::startup`);
 //! - in transaction mode they are re-applied with `SET` on each server the client lands on
 //!   (`server/params.rs`); `RESET` there returns to the pool's defaults
 //!   (docs/pooling-modes.md).
